@@ -1,0 +1,395 @@
+"""The `llmctl` command line: parse -> load recipe -> open run -> call a stage.
+
+Nothing heavy is imported at module level (no torch, transformers or datasets), so `llmctl --help` is instant;
+each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="llmctl",
+    help="The lifecycle of a language model from one recipe format: preprocess, pretrain, finetune, eval, summarize.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+RecipeArg = Annotated[Path, typer.Argument(help="A TOML recipe, e.g. recipes/gpt-small.toml.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a recipe key, typed as TOML: --set train.lr=3e-4 (repeatable).",
+                 show_default=False),
+]
+OutputDirOpt = Annotated[
+    Optional[Path], typer.Option("--output-dir", "-o", help="Run directory [default: runs/<recipe name>].",
+                                 show_default=False)
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; do no work.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the run directory's latest checkpoint.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the output directory.")]
+ProcsOpt = Annotated[
+    int, typer.Option("--num-processes", "-n", min=1, help="Data-parallel processes (launched through Accelerate).")
+]
+
+# Exit codes: 2 for a bad recipe or bad command line (like usage errors), 1 for any other problem the user can fix.
+EXIT_RECIPE = 2
+EXIT_ERROR = 1
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from llmctl.data import DataError
+    from llmctl.modeling import ModelError
+    from llmctl.runs import RunError
+    from llmctl.tokenizer import TokenizerError
+    from llmctl.train import TrainError
+
+    return DataError, ModelError, RunError, TokenizerError, TrainError
+
+
+def guarded(fn):
+    """Turn the project's user-facing errors into one line on stderr and a non-zero exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from llmctl.recipe import RecipeError
+
+        try:
+            return fn(*args, **kwargs)
+        except RecipeError as exc:
+            for line in exc.problems:
+                err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
+            raise typer.Exit(EXIT_RECIPE) from None
+        except _user_errors() as exc:
+            err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt as exc:
+            msg = str(exc) or "interrupted"
+            err_console.print(f"[yellow]interrupted:[/] {msg}; continue with --resume", soft_wrap=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load_recipe(path: Path, sets: list[str] | None):
+    from llmctl import recipe as recipe_mod
+
+    return recipe_mod.load(path, sets or [])
+
+
+def _root(recipe, output_dir: Path | None) -> Path:
+    from llmctl.runs import default_root
+
+    return output_dir if output_dir is not None else default_root(recipe.name)
+
+
+def _offline_hint() -> None:
+    # Tokenizer training forks workers after using threads; say nothing about it, it is handled.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ------------------------------------------------------------------------------------------------ preprocess
+
+
+@app.command()
+@guarded
+def preprocess(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    output_dir: OutputDirOpt = None,
+    dry_run: DryRunOpt = False,
+):
+    """Train or load the tokenizer, tokenize, pack and split the recipe's data into the run directory.
+
+    An unchanged rerun does no work. [bold]Example:[/]
+
+        llmctl preprocess recipes/gpt-small.toml --set data.block_size=128
+    """
+    from llmctl import data, runs
+
+    _offline_hint()
+    r = _load_recipe(recipe, set_)
+    root = _root(r, output_dir)
+    run = runs.Run(root)
+    if dry_run:
+        hit = data.cached(r, run)
+        _print_plan({
+            "recipe": r.name,
+            "inputs": list(r.data.train_files) + list(r.data.validation_files) or [r.data.hub_dataset],
+            "tokenizer": data.tokenizer_source(r) or f"train byte-level BPE, vocab {r.tokenizer.vocab_size}",
+            "block_size": r.data.block_size,
+            "cache": "hit: nothing to do" if hit else "miss: will preprocess",
+            "output": {"tokenizer": str(run.tokenizer), "data": str(run.data), "recipe": str(run.recipe)},
+        })
+        return
+    _write_recipe(r, run)
+    data.prepare(r, run, console)
+
+
+def _write_recipe(r, run) -> None:
+    from llmctl import recipe as recipe_mod
+    from llmctl import runs
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    runs.write_text(run.recipe, recipe_mod.dumps(r))
+
+
+# -------------------------------------------------------------------------------------------------- pretrain
+
+
+@app.command()
+@guarded
+def pretrain(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    output_dir: OutputDirOpt = None,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    num_processes: ProcsOpt = 1,
+):
+    """Pretrain a causal LM from scratch (or continue a pretrained one) on the recipe's corpus.
+
+    Runs preprocessing first when it has not been run. [bold]Examples:[/]
+
+        llmctl pretrain recipes/gpt-small.toml
+        llmctl pretrain recipes/tiny/pretrain.toml --set train.max_steps=50 --num-processes 2
+        llmctl pretrain recipes/gpt-small.toml --resume
+    """
+    from llmctl import runs
+
+    _offline_hint()
+    r = _load_recipe(recipe, set_)
+    root = _root(r, output_dir)
+    if dry_run:
+        from llmctl.pretrain import plan
+
+        _print_plan(plan(r, root, num_processes=num_processes))
+        return
+    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch(num_processes, r.train.accelerate_config)
+        return
+    main_process = _is_main_process()
+    run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
+    _check_resume_compatible(r, run, resume)
+    if main_process:
+        _write_recipe(r, run)
+    from llmctl.pretrain import run_pretrain
+
+    results = run_pretrain(r, run, resume=resume, console=console)
+    if results:
+        _print_results(results, run)
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _check_resume_compatible(r, run, resume: bool) -> None:
+    """A resumed run must train the same model on the same data; the schedule and lengths may change."""
+    if not resume or not run.recipe.exists():
+        return
+    from llmctl import recipe as recipe_mod
+    from llmctl.runs import RunError
+
+    old = recipe_mod.read_toml(run.recipe)
+    new = r.model_dump()
+    changed = [
+        f"{section}.{k}"
+        for section in ("model", "tokenizer", "data")
+        for k in sorted(set(old.get(section, {})) | set(new[section]))
+        if old.get(section, {}).get(k) != new[section].get(k)
+    ]
+    if changed:
+        raise RunError(
+            f"{run.root}: cannot resume: the recipe changed {', '.join(changed)} since the run started "
+            f"(see {run.recipe}); use a new --output-dir or --overwrite"
+        )
+
+
+def _relaunch(n: int, accelerate_config: str) -> None:
+    """Re-run this very command under `accelerate launch` with n processes (minus --num-processes)."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--num-processes", "-n"):
+            skip = True
+            continue
+        if a.startswith("--num-processes="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    if accelerate_config:
+        cmd += ["--config_file", accelerate_config]
+    else:
+        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["-m", "llmctl", *cleaned]
+    console.print(f"launching {n} processes: accelerate launch --num_processes {n} -m llmctl {' '.join(cleaned)}")
+    code = subprocess.call(cmd)
+    if code:
+        raise typer.Exit(code)
+
+
+# -------------------------------------------------------------------------------------------------- finetune
+
+
+@app.command()
+@guarded
+def finetune(
+    recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe.", show_default=False)] = None,
+    set_: SetOpt = None,
+    output_dir: OutputDirOpt = None,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
+):
+    """Fine-tune a model on a task: summarization, translation, classification or extractive QA.
+
+    [bold]Example:[/]
+
+        llmctl finetune --task summarization
+    """
+    err_console.print("error: `llmctl finetune` is not implemented yet (planned: the four tasks issue)")
+    raise typer.Exit(EXIT_ERROR)
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+
+
+@app.command("eval")
+@guarded
+def eval_(
+    metric: Annotated[list[str], typer.Option("--metric", "-m", help="Metric to compute (repeatable).")] = ["perplexity"],
+    model: Annotated[Optional[str], typer.Option(help="A model directory (e.g. runs/gpt-small/final) or hub id.")] = None,
+    data_: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="A text/JSONL/CSV/Parquet file, a preprocessed split (runs/X/data/validation) "
+                                     "or a run directory (its validation split)."),
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON to this file.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
+    block_size: Annotated[
+        Optional[int], typer.Option(min=2, help="Tokens per block for text files [default: the model's context].")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of JSONL/CSV/Parquet files.")] = "text",
+):
+    """Evaluate a model on data with one or more metrics.
+
+    [bold]Example:[/]
+
+        llmctl eval --metric perplexity --model runs/gpt-small/final --data runs/gpt-small/data/validation
+    """
+    from llmctl.data import DataError
+
+    for m in metric:
+        if m != "perplexity":
+            raise DataError(f"--metric {m}: only 'perplexity' is implemented yet (task metrics come with finetune)")
+    if model is None:
+        from llmctl.runs import latest_run
+
+        last = latest_run()
+        if last is None:
+            raise DataError("no --model given and no finished run under runs/")
+        model = str(last / "final")
+    if data_ is None:
+        guess = Path(model).parent / "data" / "validation"
+        if not guess.is_dir():
+            raise DataError(f"{model}: not a run's final/ directory; pass --data")
+        data_ = guess
+    from llmctl.evaluation import perplexity
+
+    result = perplexity(model, data_, batch_size=batch_size, block_size=block_size, text_column=text_column)
+    table = Table(title=f"eval: {model} on {data_}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if output is not None:
+        from llmctl import runs
+
+        runs.write_json(output, result)
+        console.print(f"wrote {output}")
+
+
+# ------------------------------------------------------------------------------------------------- summarize
+
+
+@app.command()
+@guarded
+def summarize(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, a folder, '-' for stdin, or a JSONL file.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="A summarization model directory.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write summaries (JSON Lines) here.")] = None,
+):
+    """Summarize documents with a fine-tuned model.
+
+    [bold]Example:[/]
+
+        llmctl summarize --model runs/summarization/final docs/*.txt --output summaries.jsonl
+    """
+    err_console.print("error: `llmctl summarize` is not implemented yet (planned: the four tasks issue)")
+    raise typer.Exit(EXIT_ERROR)
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def _print_plan(plan: dict) -> None:
+    table = Table(title="plan (dry run: nothing was done)", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+
+    def add(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                add(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = f"{value:,}"
+            table.add_row(prefix, str(value))
+
+    add("", plan)
+    console.print(table)
+
+
+def _print_results(results: dict, run) -> None:
+    table = Table(title=f"results: {run.root}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", justify="right")
+    for key in ("parameters", "steps", "world_size", "train_loss", "val_loss", "initial_val_perplexity",
+                "val_perplexity", "unigram_perplexity", "perplexity_vs_unigram", "tokens_seen", "tokens_per_sec",
+                "train_seconds", "wall_seconds"):
+        v = results.get(key)
+        if v is None:
+            continue
+        table.add_row(key, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
+    console.print(table)
+    for s in results.get("samples", []):
+        console.print(f"[bold]{s['prompt']}[/]{s['continuation']}", markup=True, highlight=False)
+    console.print(f"model: {run.final}  (loads with transformers.AutoModelForCausalLM.from_pretrained)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

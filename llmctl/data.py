@@ -1,0 +1,562 @@
+"""Read local data, tokenize, pack into fixed blocks, cache.
+
+Readers yield records one at a time with their location (file and line or row), so a malformed record is
+reported as `data/x.jsonl:17: ...`, and datasets are built with `Dataset.from_generator`, which writes Arrow in
+chunks: memory stays bounded as the corpus grows. Packing streams the tokenized Arrow table batch by batch and
+carries the remainder across batches, so no token is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmctl import runs
+
+# Bump when the preprocessed layout changes, so old caches are rebuilt.
+FORMAT_VERSION = 1
+READABLE = (".txt", ".text", ".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+
+class DataError(Exception):
+    """Bad input data: one line naming the file, line or column."""
+
+
+# ------------------------------------------------------------------------------------------------------ readers
+
+
+def check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data file: {exc.strerror or exc}") from None
+
+
+def file_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".txt", ".text", ""):
+        return "txt"
+    if suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        return suffix[1:]
+    raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(READABLE)}")
+
+
+def iter_records(path: Path, *, txt_documents: str = "blank_line") -> Iterator[tuple[str, dict]]:
+    """Yield (location, record) for every record of a local file, whatever its format."""
+    path = Path(path)
+    check_file(path)
+    fmt = file_format(path)
+    if fmt == "txt":
+        yield from _iter_txt(path, txt_documents)
+    elif fmt == "jsonl":
+        yield from _iter_jsonl(path)
+    elif fmt == "json":
+        yield from _iter_json(path)
+    elif fmt in ("csv", "tsv"):
+        yield from _iter_csv(path, delimiter="," if fmt == "csv" else "\t")
+    else:
+        yield from _iter_parquet(path)
+
+
+def _open_text(path: Path):
+    # utf-8-sig strips a byte-order mark; errors are reported with the file name by the callers.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _decode_guard(path: Path, fn):
+    try:
+        yield from fn()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+
+
+def _iter_txt(path: Path, mode: str):
+    def gen():
+        with _open_text(path) as f:
+            if mode == "file":
+                text = f.read().strip()
+                if text:
+                    yield f"{path}:1", {"text": text}
+                return
+            buf, start = [], 1
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if mode == "line":
+                    if line.strip():
+                        yield f"{path}:{lineno}", {"text": line}
+                    continue
+                if line.strip():
+                    if not buf:
+                        start = lineno
+                    buf.append(line)
+                elif buf:
+                    yield f"{path}:{start}", {"text": "\n".join(buf)}
+                    buf = []
+            if buf:
+                yield f"{path}:{start}", {"text": "\n".join(buf)}
+
+    yield from _decode_guard(path, gen)
+
+
+def _iter_jsonl(path: Path, first_lineno: int = 1):
+    def gen():
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                yield f"{path}:{lineno}", rec
+
+    yield from _decode_guard(path, gen)
+
+
+def _iter_json(path: Path):
+    """A `.json` file is JSON Lines (one object per line) or one JSON document: a list of records, an object
+    with the records under "data", or the nested SQuAD layout (data -> paragraphs -> qas)."""
+    with _open_text(path) as f:
+        try:
+            first = f.readline()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    try:
+        one = json.loads(first) if first.strip() else None
+        is_lines = isinstance(one, dict)
+    except json.JSONDecodeError:
+        is_lines = False
+    if is_lines:
+        yield from _iter_jsonl(path)
+        return
+    try:
+        with _open_text(path) as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    rows = doc
+    if isinstance(doc, dict):
+        if "data" not in doc or not isinstance(doc["data"], list):
+            raise DataError(f"{path}: a JSON document must be a list of records or hold them under \"data\"")
+        rows = doc["data"]
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a list of records, got {type(rows).__name__}")
+    if rows and isinstance(rows[0], dict) and "paragraphs" in rows[0]:
+        yield from _flatten_squad(path, rows)
+        return
+    for i, rec in enumerate(rows, 1):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}")
+        yield f"{path}: record {i}", rec
+
+
+def _flatten_squad(path: Path, articles: list) -> Iterator[tuple[str, dict]]:
+    n = 0
+    for article in articles:
+        title = article.get("title", "")
+        for para in article.get("paragraphs", []):
+            context = para.get("context", "")
+            for qa in para.get("qas", []):
+                n += 1
+                answers = qa.get("answers", [])
+                if qa.get("is_impossible"):
+                    answers = []
+                yield f"{path}: question {n}", {
+                    "id": qa.get("id", str(n)),
+                    "title": title,
+                    "context": context,
+                    "question": qa.get("question", ""),
+                    "answers": {
+                        "text": [a["text"] for a in answers],
+                        "answer_start": [a["answer_start"] for a in answers],
+                    },
+                }
+
+
+def _iter_csv(path: Path, delimiter: str):
+    def gen():
+        with _open_text(path) as f:
+            # TSV files (GLUE style) contain bare quote characters: read them without quote handling.
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            header = next(reader, None)
+            if header is None:
+                return
+            header = [h.strip() for h in header]
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path}:{reader.line_num}: expected {len(header)} fields like the header, got {len(row)}"
+                    )
+                yield f"{path}:{reader.line_num}", dict(zip(header, row))
+
+    yield from _decode_guard(path, gen)
+
+
+def _iter_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: cannot read Parquet file: {exc}") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for rec in batch.to_pylist():
+            row += 1
+            yield f"{path}: row {row}", rec
+
+
+def require_column(where: str, rec: dict, column: str, *, role: str = "text") -> object:
+    if column not in rec:
+        have = ", ".join(repr(k) for k in rec) or "none"
+        raise DataError(f"{where}: no {role} column '{column}' (columns: {have})")
+    return rec[column]
+
+
+# ------------------------------------------------------------------------------------------------- text corpus
+
+
+def _text_generator(files: list[str], column: str, txt_documents: str):
+    for name in files:
+        for where, rec in iter_records(Path(name), txt_documents=txt_documents):
+            value = require_column(where, rec, column)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise DataError(f"{where}: column '{column}' must hold text, got {type(value).__name__}")
+            if value.strip():
+                yield {"text": value}
+
+
+def load_text(files: list[str], *, column: str, txt_documents: str, cache_dir: Path):
+    """Documents of local files as a `datasets.Dataset` with one `text` column (written to Arrow in chunks)."""
+    import datasets
+
+    for name in files:
+        check_file(Path(name))
+        file_format(Path(name))
+    # Errors raised inside the generator surface wrapped by datasets; unwrap them to our one-line form.
+    try:
+        ds = datasets.Dataset.from_generator(
+            _text_generator,
+            gen_kwargs={"files": list(files), "column": column, "txt_documents": txt_documents},
+            features=datasets.Features({"text": datasets.Value("string")}),
+            cache_dir=str(cache_dir),
+        )
+    except Exception as exc:  # noqa: BLE001 - unwrap DataError from the builder's wrapper
+        inner = exc
+        while inner is not None and not isinstance(inner, DataError):
+            inner = inner.__cause__ or inner.__context__
+        if isinstance(inner, DataError):
+            raise inner from None
+        raise
+    return ds
+
+
+def load_hub_text(dataset_id: str, config: str, column: str, cache_dir: Path):
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, config or None, split="train", cache_dir=str(cache_dir))
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; one line is what the user needs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"hub dataset {dataset_id!r}: cannot load: {first}") from None
+    if column not in ds.column_names:
+        raise DataError(f"hub dataset {dataset_id!r}: no text column '{column}' (columns: {ds.column_names})")
+    return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds
+
+
+# -------------------------------------------------------------------------------------------- tokenize and pack
+
+
+def _tokenize_batch(batch, tokenizer, eos_id):
+    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+    return {"input_ids": [x + [eos_id] for x in ids]}
+
+
+def tokenize(ds, tokenizer, *, num_proc: int, desc: str):
+    """Tokenize documents and append EOS to each, so packed blocks keep document boundaries visible."""
+    import datasets
+
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise DataError("the tokenizer has no EOS token; set tokenizer.eos_token or use another tokenizer")
+    # Worker processes only pay off on large corpora: the Rust tokenizer already uses several threads.
+    procs = max(1, min(num_proc, len(ds) // 20_000))
+    return ds.map(
+        _tokenize_batch,
+        batched=True,
+        batch_size=1000,
+        remove_columns=ds.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "eos_id": eos_id},
+        features=datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))}),
+        num_proc=procs if procs > 1 else None,
+        desc=desc,
+    )
+
+
+def pack(tokenized, block_size: int, out_file: Path, progress=None) -> dict:
+    """Concatenate all token sequences and cut them into blocks of `block_size`, streaming.
+
+    The last block holds the remainder and may be shorter (the collator pads it and masks the padding out of
+    the loss), so every token appears exactly once. Writes an Arrow stream file with one `input_ids` column.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+    carry = np.empty(0, dtype=np.int32)
+    n_tokens = n_blocks = 0
+    with pa.OSFile(str(out_file), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+
+        def emit(values):
+            nonlocal n_blocks
+            full = len(values) // block_size
+            sizes = [block_size] * full if full else [len(values)]
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+            arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[: offsets[-1]], type=pa.int32()))
+            writer.write_batch(pa.record_batch([arr], schema=schema))
+            n_blocks += len(sizes)
+
+        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
+            col = table.column("input_ids").combine_chunks()
+            values = col.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+            n_tokens += len(values)
+            values = np.concatenate([carry, values]) if len(carry) else values
+            full = (len(values) // block_size) * block_size
+            if full:
+                emit(values[:full])
+            carry = values[full:].copy()
+            if progress is not None:
+                progress(len(table))
+        if len(carry):
+            emit(carry)
+    return {"tokens": int(n_tokens), "blocks": int(n_blocks)}
+
+
+def unigram_baseline(train, validation, vocab_size: int) -> float:
+    """Perplexity of an add-one unigram model fitted on the training blocks, on the validation tokens that a
+    causal LM predicts (every token of a block but the first)."""
+    import numpy as np
+
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for table in train.with_format("arrow").iter(batch_size=10_000):
+        vals = table.column("input_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        counts += np.bincount(vals, minlength=vocab_size)[:vocab_size]
+    logp = np.log((counts + 1.0) / (counts.sum() + vocab_size))
+    nll, n = 0.0, 0
+    for table in validation.with_format("arrow").iter(batch_size=10_000):
+        for ids in table.column("input_ids").to_pylist():
+            nll -= float(logp[np.asarray(ids[1:], dtype=np.int64)].sum())
+            n += len(ids) - 1
+    return float(np.exp(nll / max(n, 1)))
+
+
+# ------------------------------------------------------------------------------------------------------- prepare
+
+
+@dataclass(frozen=True)
+class Prepared:
+    train: Path
+    validation: Path
+    tokenizer: Path
+    meta: dict
+    cached: bool
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(recipe) -> str:
+    """Hash of everything the preprocessed data depends on: input content, tokenizer, settings."""
+    d, t = recipe.data, recipe.tokenizer
+    for name in (*d.train_files, *d.validation_files):
+        check_file(Path(name))
+        file_format(Path(name))
+    tok_source = tokenizer_source(recipe)
+    if tok_source and Path(tok_source).is_dir():
+        from llmctl.tokenizer import file_digest
+
+        tok_id = {"dir": file_digest(Path(tok_source))}
+    elif tok_source:
+        tok_id = {"hub": tok_source}
+    else:
+        tok_id = {"train": t.model_dump(exclude={"path"})}
+    parts = {
+        "format": FORMAT_VERSION,
+        "train": [_file_digest(Path(p)) for p in d.train_files],
+        "validation": [_file_digest(Path(p)) for p in d.validation_files],
+        "hub": [d.hub_dataset, d.hub_config],
+        "settings": d.model_dump(include={"text_column", "txt_documents", "validation_fraction", "block_size"}),
+        "tokenizer": tok_id,
+        "seed": recipe.seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tokenizer_source(recipe) -> str:
+    """Where the tokenizer comes from: tokenizer.path, else model.path, else '' (train one)."""
+    return recipe.tokenizer.path or recipe.model.path
+
+
+def cached(recipe, run: runs.Run) -> Prepared | None:
+    meta_path = run.data / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = runs.read_json(meta_path)
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != cache_key(recipe):
+        return None
+    paths = (run.data / "train", run.data / "validation", run.tokenizer)
+    if not all(p.is_dir() for p in paths):
+        return None
+    return Prepared(*paths, meta=meta, cached=True)
+
+
+def prepare(recipe, run: runs.Run, console=None) -> Prepared:
+    """Tokenizer + packed train/validation splits in the run directory, reusing them when nothing changed."""
+    say = console.print if console is not None else (lambda *a, **k: None)
+    hit = cached(recipe, run)
+    if hit is not None:
+        say(f"[green]preprocess:[/] cache hit ({hit.meta['key']}): {run.data} is up to date, nothing to do")
+        return hit
+
+    import datasets
+    from rich.progress import Progress
+
+    from llmctl import tokenizer as tok_mod
+
+    datasets.disable_caching()  # our own cache key decides reuse; no stale copies in ~/.cache
+    key = cache_key(recipe)
+    d = recipe.data
+    started = time.perf_counter()
+    run.root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=run.root))
+    try:
+        if d.hub_dataset:
+            raw = load_hub_text(d.hub_dataset, d.hub_config, d.text_column, work / "hub")
+        else:
+            raw = load_text(d.train_files, column=d.text_column, txt_documents=d.txt_documents, cache_dir=work)
+        if len(raw) == 0:
+            raise DataError(f"{', '.join(d.train_files) or d.hub_dataset}: the corpus is empty (no text documents)")
+        if d.validation_files:
+            val_raw = load_text(d.validation_files, column=d.text_column, txt_documents=d.txt_documents,
+                                cache_dir=work)
+            if len(val_raw) == 0:
+                raise DataError(f"{', '.join(d.validation_files)}: the validation corpus is empty")
+            train_raw = raw
+        else:
+            if len(raw) < 2:
+                raise DataError(
+                    f"{', '.join(d.train_files) or d.hub_dataset}: only one document; a validation split needs "
+                    "at least two (or set data.validation_files)"
+                )
+            split = raw.train_test_split(test_size=d.validation_fraction, seed=recipe.seed, shuffle=True)
+            train_raw, val_raw = split["train"], split["test"]
+
+        source = tokenizer_source(recipe)
+        tok_tmp = work / "tokenizer"
+        if source:
+            tok = tok_mod.load(source)
+            say(f"preprocess: tokenizer from {source} ({len(tok)} tokens)")
+        else:
+            t = recipe.tokenizer
+            say(f"preprocess: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on "
+                f"{len(train_raw):,} documents")
+            tok = tok_mod.train_bpe(
+                tok_mod.batched_texts(train_raw),
+                vocab_size=t.vocab_size,
+                min_frequency=t.min_frequency,
+                eos_token=t.eos_token,
+                pad_token=t.pad_token,
+                extra_special_tokens=t.extra_special_tokens,
+            )
+        tok.save_pretrained(tok_tmp)
+
+        stats = {"documents": {"train": len(train_raw), "validation": len(val_raw)}}
+        out = {}
+        for split_name, split_ds in (("train", train_raw), ("validation", val_raw)):
+            ids = tokenize(split_ds, tok, num_proc=d.num_proc, desc=f"tokenize {split_name}")
+            arrow_file = work / f"{split_name}.arrow"
+            with Progress(console=console, transient=True, disable=console is None) as bar:
+                task = bar.add_task(f"pack {split_name}", total=len(ids))
+                packed = pack(ids, d.block_size, arrow_file, progress=lambda n: bar.advance(task, n))
+            out[split_name] = datasets.Dataset.from_file(str(arrow_file))
+            stats[split_name] = packed
+        if stats["train"]["tokens"] == 0:
+            raise DataError("the training split has no tokens")
+        stats["vocab_size"] = len(tok)
+        stats["uniform_perplexity"] = float(len(tok))
+        stats["unigram_perplexity"] = unigram_baseline(out["train"], out["validation"], len(tok))
+
+        # Replace the old outputs only now that the new ones are complete.
+        staged = work / "data"
+        for split_name, ds in out.items():
+            ds.save_to_disk(str(staged / split_name))
+        meta = {
+            "key": key,
+            "format": FORMAT_VERSION,
+            "block_size": d.block_size,
+            "tokenizer": str(run.tokenizer),
+            "seconds": round(time.perf_counter() - started, 2),
+            **stats,
+        }
+        runs.write_json(staged / "meta.json", meta)
+        for target, src in ((run.tokenizer, tok_tmp), (run.data, staged)):
+            runs.remove(target)
+            shutil.move(str(src), str(target))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(
+        f"[green]preprocess:[/] {stats['documents']['train']:,} + {stats['documents']['validation']:,} documents, "
+        f"{stats['train']['tokens']:,} + {stats['validation']['tokens']:,} tokens in blocks of {d.block_size}, "
+        f"vocab {len(tok):,}; unigram baseline perplexity {stats['unigram_perplexity']:.1f} -> {run.data}"
+    )
+    return Prepared(run.data / "train", run.data / "validation", run.tokenizer, meta=meta, cached=False)
+
+
+def load_blocks(path: Path):
+    import datasets
+
+    return datasets.load_from_disk(str(path))
+
+
+def text_blocks(files: list[str], tokenizer, block_size: int, *, txt_documents: str = "blank_line",
+                column: str = "text"):
+    """Tokenize and pack arbitrary text files (for `eval --data FILE`), in a temporary directory."""
+    import datasets
+
+    datasets.disable_caching()
+    work = Path(tempfile.mkdtemp(prefix="llmctl-eval-"))
+    raw = load_text(files, column=column, txt_documents=txt_documents, cache_dir=work)
+    if len(raw) == 0:
+        raise DataError(f"{', '.join(files)}: no text documents")
+    ids = tokenize(raw, tokenizer, num_proc=1, desc="tokenize")
+    pack(ids, block_size, work / "blocks.arrow")
+    return datasets.Dataset.from_file(str(work / "blocks.arrow")), work

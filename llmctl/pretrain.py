@@ -1,0 +1,217 @@
+"""`llmctl pretrain`: set up -> fit -> validate -> export. Plain functions, explicit arguments."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from llmctl import data, modeling, runs
+
+
+def _model_config(recipe, tokenizer):
+    return modeling.causal_lm_config(
+        recipe.model.arch,
+        dict(recipe.model.config),
+        vocab_size=len(tokenizer),
+        block_size=recipe.data.block_size,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+
+
+def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
+    """What a run would do, without doing it: for --dry-run."""
+    from transformers import AutoConfig
+
+    t, d = recipe.train, recipe.data
+    source = data.tokenizer_source(recipe)
+    tok_dir = Path(root) / "tokenizer"
+    if recipe.model.path:
+        config = _load_config(recipe.model.path, AutoConfig)
+        vocab = config.vocab_size
+    else:
+        if source or tok_dir.is_dir():
+            from llmctl import tokenizer as tok_mod
+
+            tok = tok_mod.load(source or str(tok_dir))
+            vocab, eos, pad = len(tok), tok.eos_token_id, tok.pad_token_id or tok.eos_token_id
+        else:  # the tokenizer is not trained yet: its size is the recipe's (BPE reaches it on any real corpus)
+            vocab, eos, pad = recipe.tokenizer.vocab_size, 0, 1
+        config = modeling.causal_lm_config(recipe.model.arch, dict(recipe.model.config), vocab_size=vocab,
+                                           block_size=d.block_size, eos_id=eos, pad_id=pad)
+    params = modeling.meta_parameter_count(config)
+    per_chunk = t.micro_batch_size * num_processes
+    if t.batch_size % per_chunk:
+        from llmctl.train import TrainError
+
+        raise TrainError(f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size x "
+                         f"processes ({t.micro_batch_size} x {num_processes} = {per_chunk})")
+    run = runs.Run(Path(root))
+    return {
+        "recipe": recipe.name,
+        "model": f"{config.model_type} ({'from ' + recipe.model.path if recipe.model.path else 'from scratch'})",
+        "parameters": params,
+        "vocab_size": vocab,
+        "processes": num_processes,
+        "gradient_accumulation": t.batch_size // per_chunk,
+        "tokens_per_step": t.batch_size * d.block_size,
+        "steps": t.max_steps,
+        "tokens_total": t.batch_size * d.block_size * t.max_steps,
+        "output": {
+            "run": str(run.root),
+            "recipe": str(run.recipe),
+            "data": str(run.data),
+            "log": str(run.log),
+            "checkpoints": str(run.checkpoints),
+            "final": str(run.final),
+            "results": str(run.results),
+        },
+    }
+
+
+def _load_config(path: str, auto_config):
+    try:
+        return auto_config.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise modeling.ModelError(modeling.not_found(path, "model config", exc)) from None
+
+
+def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import set_seed
+
+    from llmctl import tokenizer as tok_mod
+    from llmctl.evaluation import causal_lm_evaluator
+    from llmctl.tasks import causal_lm
+    from llmctl.train import fit, precision_for
+
+    state = PartialState()
+    main = state.is_main_process
+    out = console if main else None
+    started = time.perf_counter()
+    with state.main_process_first():
+        prepared = data.prepare(recipe, run, out)
+    tokenizer = tok_mod.load(str(prepared.tokenizer))
+
+    set_seed(recipe.seed)
+    if recipe.model.path:
+        model = modeling.load_causal_lm(recipe.model.path)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            raise modeling.ModelError(
+                f"{recipe.model.path}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                f"{model.get_input_embeddings().num_embeddings}"
+            )
+    else:
+        model = modeling.build_causal_lm(_model_config(recipe, tokenizer), recipe.seed)
+    n_params = modeling.count_parameters(model)
+
+    mixed = precision_for(recipe.train.precision)
+    accelerator = Accelerator(mixed_precision=mixed)
+    if out is not None:
+        out.print(
+            f"pretrain: {model.config.model_type}, {n_params / 1e6:.2f}M parameters, "
+            f"{accelerator.num_processes} process(es) on {accelerator.device} ({accelerator.distributed_type}), "
+            f"precision {'fp32' if mixed == 'no' else mixed}, {recipe.train.max_steps} steps of "
+            f"{recipe.train.batch_size} x {recipe.data.block_size} tokens"
+        )
+    train_ds = data.load_blocks(prepared.train)
+    val_ds = data.load_blocks(prepared.validation)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate = causal_lm.collator(pad_id)
+    evaluate = causal_lm_evaluator(accelerator, val_ds, collate, batch_size=recipe.train.micro_batch_size,
+                                   max_batches=recipe.train.eval_batches)
+    result = fit(
+        accelerator=accelerator,
+        model=model,
+        train_ds=train_ds,
+        collate=collate,
+        cfg=recipe.train,
+        seed=recipe.seed,
+        run=run,
+        evaluate=evaluate,
+        resume=resume,
+        console=out,
+        flops_per_token=modeling.flops_per_token(model.config, n_params),
+    )
+    accelerator.wait_for_everyone()
+    results = {}
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        export(unwrapped, tokenizer, run.final)
+        samples = sample(unwrapped, tokenizer, recipe.sample, seed=recipe.seed)
+        history = [r for r in _read_log(run.log)]
+        first_eval = next((r for r in history if r.get("step") == 0 and "val_loss" in r), {})
+        meta = prepared.meta
+        results = {
+            "task": recipe.task,
+            "recipe": recipe.name,
+            "model": model.config.model_type,
+            "parameters": n_params,
+            "steps": result.step,
+            "world_size": accelerator.num_processes,
+            "precision": "fp32" if mixed == "no" else mixed,
+            "train_loss": result.train_loss,
+            "val_loss": result.eval.get("loss"),
+            "val_perplexity": result.eval.get("perplexity"),
+            "initial_val_perplexity": first_eval.get("val_perplexity"),
+            "unigram_perplexity": meta.get("unigram_perplexity"),
+            "uniform_perplexity": meta.get("uniform_perplexity"),
+            "tokens_seen": result.tokens_seen,
+            "train_seconds": round(result.seconds, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "tokens_per_sec": round(result.tokens_per_sec, 1),
+            "samples": samples,
+        }
+        if results["unigram_perplexity"] and results["val_perplexity"]:
+            results["perplexity_vs_unigram"] = round(results["val_perplexity"] / results["unigram_perplexity"], 4)
+        runs.write_json(run.results, results)  # last: its existence marks the run complete
+    accelerator.wait_for_everyone()
+    return results
+
+
+def export(model, tokenizer, final: Path) -> None:
+    """save_pretrained model + tokenizer into final/, replacing it only once the new copy is complete."""
+    tmp = final.with_name(final.name + ".tmp")
+    runs.remove(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    runs.remove(final)
+    shutil.move(str(tmp), str(final))
+
+
+def sample(model, tokenizer, cfg, *, seed: int) -> list[dict]:
+    """Continue each prompt of the recipe's [sample] section with the trained model."""
+    import torch
+
+    if not cfg.prompts:
+        return []
+    model.eval()
+    torch.manual_seed(seed)
+    out = []
+    for prompt in cfg.prompts:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(
+                **ids.to(model.device),
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k or None,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        out.append({"prompt": prompt, "continuation": text})
+    return out
+
+
+def _read_log(path: Path):
+    import json
+
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue

@@ -1,0 +1,282 @@
+"""Recipes: TOML files validated by a pydantic schema.
+
+`load(path, overrides)` reads the TOML, applies each `--set a.b=value` (the value parsed as a TOML value, so
+`train.lr=3e-4` is a float and `model.path=runs/x/final` a string), validates once, and raises `RecipeError` with
+every problem at once. This module imports only the standard library and pydantic, so the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TASKS = ("causal_lm",)
+
+
+class RecipeError(Exception):
+    """A recipe problem the user must fix; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Section(BaseModel):
+    # strict: an override must keep the default's type ("4" is not an int); frozen: stages cannot mutate it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSection(_Section):
+    # A transformers `model_type` (gpt2, llama, t5, bart, bert, ...) used when building a model from scratch.
+    arch: str = "gpt2"
+    # A pretrained model directory or hub id. Empty: build a fresh model from `arch` and `config`.
+    path: str = ""
+    # Keyword arguments for the transformers config class of `arch` (n_layer, hidden_size, ...). The vocabulary
+    # size, special token ids and the context length are filled in from the tokenizer and `data.block_size`.
+    config: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+
+class TokenizerSection(_Section):
+    # An existing tokenizer directory or hub id. Empty: use the tokenizer of `model.path` if there is one,
+    # otherwise train a byte-level BPE tokenizer on the training split.
+    path: str = ""
+    vocab_size: int = Field(8192, gt=256, le=1_000_000)
+    min_frequency: int = Field(2, ge=1)
+    eos_token: str = "<|endoftext|>"
+    # Padding is only ever used for the last, shorter block and in fine-tuning batches; it is masked out of the loss.
+    pad_token: str = "<|pad|>"
+    extra_special_tokens: list[str] = Field(default_factory=list)
+
+
+class DataSection(_Section):
+    # Local files: .txt, .jsonl, .json (JSON Lines or a JSON document), .csv, .tsv, .parquet.
+    train_files: list[str] = Field(default_factory=list)
+    # Empty: hold out `validation_fraction` of the training documents.
+    validation_files: list[str] = Field(default_factory=list)
+    # A hub dataset id (needs network), used instead of train_files.
+    hub_dataset: str = ""
+    hub_config: str = ""
+    text_column: str = "text"
+    # How a .txt file splits into documents: at blank lines, at every line, or one document per file.
+    txt_documents: Literal["blank_line", "line", "file"] = "blank_line"
+    validation_fraction: float = Field(0.05, gt=0, lt=1)
+    # Tokens per packed training sequence; documents are joined with EOS and cut into blocks of this length.
+    block_size: int = Field(256, gt=1)
+    # Worker processes for tokenization (datasets.map); small corpora are tokenized in-process regardless.
+    num_proc: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _has_source(self) -> "DataSection":
+        if not self.train_files and not self.hub_dataset:
+            raise ValueError("set data.train_files (local files) or data.hub_dataset (a hub dataset id)")
+        return self
+
+
+class TrainSection(_Section):
+    # The two clocks: a micro-batch is one forward/backward pass on one process; an optimizer step consumes
+    # `batch_size` sequences = micro_batch_size x processes x gradient-accumulation steps. Every interval below
+    # counts optimizer steps.
+    batch_size: int = Field(32, gt=0)
+    micro_batch_size: int = Field(8, gt=0)
+    max_steps: int = Field(1000, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    # Cosine decay from lr to min_lr after a linear warmup.
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    # Max global gradient norm; 0 disables clipping.
+    grad_clip: float = Field(1.0, ge=0)
+    # auto: fp32 on CPU, bf16 on a GPU that supports it, else fp16.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(100, gt=0)
+    # Validation micro-batches per evaluation; 0 = the whole validation split.
+    eval_batches: int = Field(0, ge=0)
+    checkpoint_every: int = Field(200, gt=0)
+    # How many checkpoints to keep on disk (oldest deleted first).
+    keep_checkpoints: int = Field(2, gt=0)
+    # An Accelerate config file (DDP, FSDP, DeepSpeed) used by `--num-processes` launches; empty = plain DDP.
+    accelerate_config: str = ""
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "TrainSection":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size "
+                f"({self.micro_batch_size})"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        return self
+
+
+class SampleSection(_Section):
+    # Prompts continued by the trained model at the end of `pretrain`, so a newcomer sees what it learned.
+    prompts: list[str] = Field(default_factory=list)
+    max_new_tokens: int = Field(40, gt=0)
+    temperature: float = Field(0.8, gt=0)
+    top_k: int = Field(40, ge=0)
+
+
+class Recipe(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    task: Literal["causal_lm"] = "causal_lm"
+    seed: int = 1234
+    model: ModelSection = Field(default_factory=ModelSection)
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value). The value is read as TOML; if that fails it is taken as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError([f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=3e-4"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError([f"--set {text!r}: {part!r} is a value, not a table"])
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{path}: recipe file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"{path}: cannot read recipe: {exc}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def load(path: Path | str | None, overrides: list[str] = (), *, base: dict | None = None) -> Recipe:
+    """Read a recipe file (or start from `base`), apply overrides, validate. Raises RecipeError."""
+    origin = str(path) if path is not None else "recipe"
+    data = read_toml(Path(path)) if path is not None else dict(base or {})
+    data = apply_overrides(data, list(overrides))
+    return validate(data, origin)
+
+
+def validate(data: dict, origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError([f"{origin}: {line}" for line in _describe(exc)]) from None
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, prefix + name + "."))
+    return keys
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    valid = _valid_keys(Recipe)
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        key = ".".join(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            if not close:  # match on the last part alone, e.g. `train.learning_rate` -> `train.lr` fails, `lrr` works
+                siblings = [k for k in valid if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0] and "." in k]
+                close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"unknown key '{key}'{hint}")
+        elif kind == "missing":
+            lines.append(f"missing required key '{key}'")
+        elif kind == "value_error":
+            # Our own model validators: the message already names the keys.
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(msg if not key else f"{key}: {msg}")
+        else:
+            value = err.get("input")
+            expected = _EXPECTED.get(kind)
+            if expected:
+                what = f"expected {expected}, got {type(value).__name__} {value!r}"
+            else:
+                msg = str(err["msg"])
+                what = f"{msg[0].lower()}{msg[1:]}, got {value!r}"
+            lines.append(f"{key}: {what}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def dumps(recipe: Recipe | dict) -> str:
+    """The resolved recipe as TOML (scalars first, then one table per section)."""
+    data = recipe.model_dump() if isinstance(recipe, BaseModel) else recipe
+    lines = ["# Resolved recipe written by llmctl: the file, the --set overrides and every default."]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            continue
+        lines += ["", f"[{section}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""Run directories: the only place that knows artifact paths.
+
+    runs/<name>/
+      recipe.toml         the resolved recipe, written before any work
+      tokenizer/          the trained (or copied) tokenizer
+      data/               the preprocessed, packed splits (datasets.save_to_disk) and meta.json (the cache key)
+      log.jsonl           one JSON object per logged optimizer step
+      checkpoints/step-N  accelerator.save_state + trainer_state.json, for --resume
+      final/              save_pretrained model + tokenizer
+      results.json        written last: a run is complete iff it exists
+
+Files are written atomically (temporary file, then rename), so an interrupted run never leaves a half-written
+JSON file or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RunError(Exception):
+    """A problem with the run directory that the user must resolve (one line)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.toml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    def is_complete(self) -> bool:
+        return self.results.exists()
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}"
+
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first. Temporary (interrupted) ones are ignored."""
+        found = []
+        if self.checkpoints.is_dir():
+            for p in self.checkpoints.iterdir():
+                if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
+                    if (p / "trainer_state.json").exists():
+                        found.append((int(p.name[5:]), p))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        found = self.list_checkpoints()
+        return found[-1] if found else None
+
+
+def default_root(name: str) -> Path:
+    return Path("runs") / name
+
+
+def open_for_training(root: Path, *, resume: bool, overwrite: bool, apply: bool = True) -> Run:
+    """Check that training may start in `root`; never deletes anything unless `overwrite` is given.
+
+    A finished run is refused unless --overwrite (start over) or --resume (continue, e.g. to more steps).
+    An unfinished run with checkpoints is refused unless --resume or --overwrite, so a typo cannot silently
+    throw away hours of training. `apply=False` (non-main processes) only checks; it changes nothing on disk.
+    """
+    run = Run(Path(root))
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite exclude each other")
+    if run.root.exists() and not run.root.is_dir():
+        raise RunError(f"{run.root}: output path exists and is not a directory")
+    if overwrite:
+        if apply:
+            for path in (run.results, run.log, run.checkpoints, run.final):
+                remove(path)
+    elif not resume:
+        if run.is_complete():
+            raise RunError(
+                f"{run.root} already holds a finished run ({run.results.name} exists); "
+                "pass --overwrite to replace it or --resume to continue it"
+            )
+        if run.list_checkpoints():
+            raise RunError(
+                f"{run.root} holds an unfinished run with checkpoints; "
+                "pass --resume to continue it or --overwrite to start over"
+            )
+    if apply:
+        run.root.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines after `last_step`, so a resumed run does not log the same steps twice."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a killed process
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def latest_run(base: Path = Path("runs"), *, task: str | None = None) -> Path | None:
+    """The most recently finished run under `base` (optionally of one task), by results.json time."""
+    best = None
+    if base.is_dir():
+        for results in base.glob("*/results.json"):
+            if task is not None:
+                try:
+                    if read_json(results).get("task") != task:
+                        continue
+                except (OSError, ValueError):
+                    continue
+            if best is None or results.stat().st_mtime > best.stat().st_mtime:
+                best = results
+    return best.parent if best else None

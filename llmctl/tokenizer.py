@@ -1,0 +1,94 @@
+"""Train a byte-level BPE tokenizer with `tokenizers` and save it in transformers format, or load an existing one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+class TokenizerError(Exception):
+    """A tokenizer that cannot be loaded or trained (one line)."""
+
+
+def train_bpe(
+    texts: Iterable[str],
+    *,
+    vocab_size: int,
+    min_frequency: int,
+    eos_token: str,
+    pad_token: str,
+    extra_special_tokens: list[str] = (),
+    show_progress: bool = True,
+):
+    """Train a byte-level BPE tokenizer on `texts` and wrap it as a transformers fast tokenizer.
+
+    Byte-level means every string, in any script, encodes without unknown tokens. The EOS token separates
+    documents and doubles as BOS; the pad token is only ever masked out.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = list(dict.fromkeys([eos_token, pad_token, *extra_special_tokens]))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=eos_token,
+        bos_token=eos_token,
+        pad_token=pad_token,
+        unk_token=None,
+        additional_special_tokens=[t for t in special if t not in (eos_token, pad_token)] or None,
+    )
+    fast.model_max_length = 1_000_000_000  # the model's context length, not the tokenizer, limits inputs
+    return fast
+
+
+def batched_texts(dataset, column: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
+    for start in range(0, len(dataset), batch_size):
+        yield dataset[start : start + batch_size][column]
+
+
+def load(path_or_id: str):
+    """Load a tokenizer from a directory or a hub id; a missing one is a one-line TokenizerError."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(_not_found(path_or_id, "tokenizer", exc)) from None
+    if not tok.is_fast:
+        raise TokenizerError(f"{path_or_id}: llmctl needs a fast (Rust) tokenizer, got {type(tok).__name__}")
+    return tok
+
+
+def _not_found(path_or_id: str, what: str, exc: Exception) -> str:
+    import os
+
+    if Path(path_or_id).exists():
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{path_or_id}: cannot load {what}: {first}"
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE")
+    where = "no such local directory, and the hub is offline (HF_HUB_OFFLINE=1)" if offline else (
+        "no such local directory, and it could not be fetched from the hub (offline, or not a valid id)"
+    )
+    return f"{path_or_id}: cannot load {what}: {where}"
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a saved tokenizer (its JSON files), for cache keys."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).glob("*.json")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
