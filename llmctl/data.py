@@ -140,13 +140,18 @@ def _iter_json(path: Path):
         is_lines = isinstance(one, dict)
     except json.JSONDecodeError:
         is_lines = False
-    if is_lines:
+    # A one-line document {"data": [...]} also parses as a first line: read it whole, and fall back to lines
+    # only if the file holds more than that one object.
+    if is_lines and not isinstance(one.get("data"), list):
         yield from _iter_jsonl(path)
         return
     try:
         with _open_text(path) as f:
             doc = json.load(f)
     except json.JSONDecodeError as exc:
+        if is_lines:
+            yield from _iter_jsonl(path)
+            return
         raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
@@ -268,6 +273,8 @@ def load_text(files: list[str], *, column: str, txt_documents: str, cache_dir: P
             inner = inner.__cause__ or inner.__context__
         if isinstance(inner, DataError):
             raise inner from None
+        if "corresponds to no data" in str(exc):  # the generator yielded nothing: an empty corpus
+            return datasets.Dataset.from_dict({"text": []}, features=datasets.Features({"text": datasets.Value("string")}))
         raise
     return ds
 

@@ -16,14 +16,16 @@ def causal_lm_evaluator(accelerator, dataset, collate, *, batch_size: int, max_b
 
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate))
 
-    def evaluate(model) -> dict:
+    def evaluate(model, final: bool = False) -> dict:
+        # Periodic evaluations may look at the first `max_batches` only; the final one sees the whole split.
+        limit = 0 if final else max_batches
         was_training = model.training
         model.eval()
         nll = 0.0
         tokens = 0
         with torch.no_grad():
             for i, batch in enumerate(loader):
-                if max_batches and i >= max_batches:
+                if limit and i >= limit:
                     break
                 with accelerator.autocast():
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

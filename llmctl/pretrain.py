@@ -86,7 +86,11 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     from llmctl.tasks import causal_lm
     from llmctl.train import fit, precision_for
 
-    state = PartialState()
+    import torch
+
+    # cpu=True lets a multi-process launch without GPUs (accelerate launch, torchrun) form a gloo group.
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     main = state.is_main_process
     out = console if main else None
     started = time.perf_counter()
@@ -107,7 +111,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     n_params = modeling.count_parameters(model)
 
     mixed = precision_for(recipe.train.precision)
-    accelerator = Accelerator(mixed_precision=mixed)
+    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
     if out is not None:
         out.print(
             f"pretrain: {model.config.model_type}, {n_params / 1e6:.2f}M parameters, "

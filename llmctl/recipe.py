@@ -223,10 +223,9 @@ def _describe(exc: ValidationError) -> list[str]:
         key = ".".join(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            if not close:  # match on the last part alone, e.g. `train.learning_rate` -> `train.lr` fails, `lrr` works
-                siblings = [k for k in valid if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0] and "." in k]
-                close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)
+            parent, _, leaf = key.rpartition(".")
+            siblings = {k.rpartition(".")[2]: k for k in valid if k.rpartition(".")[0] == parent}
+            close = [siblings[m] for m in difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.7)]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"unknown key '{key}'{hint}")
         elif kind == "missing":

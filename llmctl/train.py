@@ -1,7 +1,8 @@
 """The one Accelerate training loop, shared by pretrain and finetune.
 
 It knows batches, `.loss`, optimizer steps and checkpoints, not tasks: the caller supplies the datasets, the
-collator and an `evaluate(model) -> dict` callback (which must return a "loss" key when called for validation).
+collator and an `evaluate(model, final=False) -> dict` callback (with a "loss" key; `final=True` at the last
+step, when a callback that samples the split for periodic checks must use all of it).
 
 Two clocks: a *micro-batch* is one forward/backward pass of `micro_batch_size` sequences on one process; an
 *optimizer step* consumes `batch_size` sequences = micro_batch_size x processes x accumulation. Every interval
@@ -188,7 +189,7 @@ def fit(
     history: list[dict] = []
     last_eval: dict = {}
     if step >= cfg.max_steps:
-        return FitResult(step, state["tokens_seen"], None, evaluate(model), state["seconds"], 0.0)
+        return FitResult(step, state["tokens_seen"], None, evaluate(model, final=True), state["seconds"], 0.0)
 
     if step == 0:
         last_eval = evaluate(model)
@@ -256,7 +257,7 @@ def fit(
                     record["mfu"] = round(flops_per_token * n_tok / dt / (peak * world), 4)
                 train_loss = mean_loss
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    last_eval = evaluate(model)
+                    last_eval = evaluate(model, final=step == cfg.max_steps)
                     model.train()
                     record.update(_prefixed(last_eval))
                     if on_eval is not None:

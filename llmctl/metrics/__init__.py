@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
     "DEFAULT_KWARGS",
@@ -200,6 +201,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_MULTI_REFERENCE_METRICS = ("bleu", "chrf", "rouge", "sacrebleu", "squad", "squad_v2")
+
+
+def _uniform_references(references: list) -> list:
+    """Tuples -> lists, and single strings -> one-element lists when other examples have several.
+
+    `evaluate` picks the input format from the first example only, so a mix would be mis-encoded.
+    """
+    references = [list(r) if isinstance(r, tuple) else r for r in references]
+    if any(isinstance(r, list) for r in references) and any(isinstance(r, str) for r in references):
+        references = [[r] if isinstance(r, str) else r for r in references]
+    return references
+
+
 def _fill_squad_defaults(name: str, predictions: list, references: list) -> tuple[list, list]:
     """Hub-format squad inputs without answer_start / no_answer_probability: fill them in.
 
@@ -238,6 +253,8 @@ def compute(name: str, predictions: Sequence[Any], references: Sequence[Any], **
     if unknown:
         valid = ", ".join(DEFAULT_KWARGS[name]) or "none"
         raise MetricError(f"{name}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+    if name in _MULTI_REFERENCE_METRICS:
+        references = _uniform_references(references)
     if name in ("squad", "squad_v2"):
         predictions, references = _fill_squad_defaults(name, predictions, references)
     module = load(name)

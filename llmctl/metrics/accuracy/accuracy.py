@@ -57,7 +57,5 @@ class Accuracy(evaluate.Metric):
         if len(predictions) != len(references):
             raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
         return {
-            "accuracy": float(
-                accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight)
-            )
+            "accuracy": float(accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight))
         }

@@ -160,13 +160,9 @@ class Rouge(evaluate.Metric):
             rouge_types = list(rouge_types)
         for rouge_type in rouge_types:
             if rouge_type not in ("rougeL", "rougeLsum") and not re.fullmatch(r"rouge[1-9]", rouge_type):
-                raise ValueError(
-                    f"invalid rouge type {rouge_type!r}; valid: rouge1..rouge9, rougeL, rougeLsum"
-                )
+                raise ValueError(f"invalid rouge type {rouge_type!r}; valid: rouge1..rouge9, rougeL, rougeLsum")
         if len(predictions) != len(references):
-            raise ValueError(
-                f"got {len(predictions)} predictions but {len(references)} references"
-            )
+            raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
 
         tokenizer_name = resolve_tokenizer(tokenizer, predictions, references)
         tokenizer_obj = CharTokenizer(use_stemmer) if tokenizer_name == "char" else None

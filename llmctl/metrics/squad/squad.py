@@ -78,7 +78,9 @@ def squad_scores(pairs):
     exact = f1 = 0.0
     for prediction, golds in pairs:
         if not golds:
-            raise ValueError("SQuAD v1.1 needs at least one gold answer per question (use squad_v2 for unanswerable ones)")
+            raise ValueError(
+                "SQuAD v1.1 needs at least one gold answer per question (use squad_v2 for unanswerable ones)"
+            )
         if prediction is None:
             continue
         exact += max(exact_match_score(prediction, g) for g in golds)

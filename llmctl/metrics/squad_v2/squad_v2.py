@@ -142,8 +142,7 @@ def squad_v2_scores(questions, na_prob_thresh=1.0):
         if not use_probs:
             return dict(raw)
         return {
-            qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else score
-            for qid, score in raw.items()
+            qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else score for qid, score in raw.items()
         }
 
     exact, f1 = thresholded(exact_raw), thresholded(f1_raw)
@@ -164,7 +163,9 @@ def squad_v2_scores(questions, na_prob_thresh=1.0):
     if no_ans_qids:
         result["NoAns_exact"], result["NoAns_f1"], result["NoAns_total"] = group(no_ans_qids)
     if use_probs:
-        result["best_exact"], result["best_exact_thresh"] = find_best_thresh(predictions, exact_raw, na_probs, has_answer)
+        result["best_exact"], result["best_exact_thresh"] = find_best_thresh(
+            predictions, exact_raw, na_probs, has_answer
+        )
         result["best_f1"], result["best_f1_thresh"] = find_best_thresh(predictions, f1_raw, na_probs, has_answer)
     return result
 
