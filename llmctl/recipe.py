@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TASKS = ("causal_lm",)
+TASKS = ("causal_lm", "summarization", "translation", "classification", "qa")
 
 
 class RecipeError(Exception):
@@ -60,7 +60,32 @@ class DataSection(_Section):
     # A hub dataset id (needs network), used instead of train_files.
     hub_dataset: str = ""
     hub_config: str = ""
-    text_column: str = "text"
+    # Column mapping. Empty = the task's default (causal_lm/classification: "text", summarization: "document").
+    text_column: str = ""
+    # classification: the second sentence of a pair ("" = single sentences).
+    text_pair_column: str = ""
+    # summarization: the reference summary; classification: see label_column.
+    target_column: str = ""
+    label_column: str = "label"
+    # translation: records {"translation": {"en": ..., "ro": ...}} or two columns named after the languages.
+    translation_column: str = "translation"
+    source_lang: str = "en"
+    target_lang: str = "ro"
+    # qa: SQuAD-style columns; answers = {"text": [...], "answer_start": [...]}.
+    id_column: str = "id"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    # Fine-tuning input lengths in tokens (sources are truncated; targets longer than this are cut and counted).
+    max_source_length: int = Field(512, gt=1)
+    max_target_length: int = Field(128, gt=0)
+    # Causal LMs on generation tasks: the prompt around the source ({source}); the target follows it and the
+    # loss covers the target only. Empty = the task's default.
+    prompt: str = ""
+    # Encoder-decoder models: text put before every source, e.g. "summarize: " for T5 checkpoints.
+    source_prefix: str = ""
+    # qa: window length and overlap for contexts longer than max_source_length.
+    doc_stride: int = Field(128, gt=0)
     # How a .txt file splits into documents: at blank lines, at every line, or one document per file.
     txt_documents: Literal["blank_line", "line", "file"] = "blank_line"
     validation_fraction: float = Field(0.05, gt=0, lt=1)
@@ -124,16 +149,57 @@ class SampleSection(_Section):
     top_k: int = Field(40, ge=0)
 
 
+class EvalSection(_Section):
+    # Task metrics computed on the validation split every train.eval_every steps; [] = the task's default.
+    metrics: list[str] = Field(default_factory=list)
+    # The metric key that picks the best checkpoint (exported as final/), e.g. "rougeL", "score", "accuracy",
+    # "f1" or "loss". Empty = the task's default.
+    best_metric: str = ""
+    # Stop after this many evaluations without improvement; 0 = never stop early.
+    patience: int = Field(0, ge=0)
+    # Validation examples used by in-training evaluation; 0 = all. The final evaluation always uses all.
+    max_samples: int = Field(0, ge=0)
+    # ROUGE tokenizer: "auto" (per character when the text has CJK), "default" (rouge_score's), "char".
+    rouge_tokenizer: Literal["auto", "default", "char"] = "auto"
+
+
+class GenerationSection(_Section):
+    # 0 = derive from the longest target in the training data (+10%), never generate's 20-token default.
+    max_new_tokens: int = Field(0, ge=0)
+    num_beams: int = Field(1, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    batch_size: int = Field(16, gt=0)
+
+
+class LoraSection(_Section):
+    # Train low-rank adapters (peft) instead of all weights; the adapter is saved in PEFT format and a merged
+    # model is exported to final/.
+    enabled: bool = False
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # Module names to adapt; [] = peft's default for the architecture.
+    target_modules: list[str] = Field(default_factory=list)
+
+
 class Recipe(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    task: Literal["causal_lm"] = "causal_lm"
+    # What the recipe trains: causal_lm (pretrain), summarization, translation, classification or qa (finetune).
+    task: Literal["causal_lm", "summarization", "translation", "classification", "qa"] = "causal_lm"
     seed: int = 1234
     model: ModelSection = Field(default_factory=ModelSection)
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     sample: SampleSection = Field(default_factory=SampleSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
 
 
 # ---------------------------------------------------------------------------------------------------- loading

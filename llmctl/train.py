@@ -105,6 +105,7 @@ class FitResult:
     seconds: float
     tokens_per_sec: float
     history: list = field(default_factory=list)
+    state: dict = field(default_factory=dict)
 
 
 def fit(
@@ -120,9 +121,13 @@ def fit(
     resume: bool,
     console=None,
     flops_per_token: float | None = None,
-    on_eval: Callable[[int, dict, object], None] | None = None,
+    on_eval: Callable[[int, dict, object, dict], bool] | None = None,
 ) -> FitResult:
-    """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints."""
+    """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
+
+    `on_eval(step, metrics, model, state)` runs after every evaluation; it may keep values in `state` (saved with
+    each checkpoint, so they survive a resume) and returns True to stop early.
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -189,13 +194,14 @@ def fit(
     history: list[dict] = []
     last_eval: dict = {}
     if step >= cfg.max_steps:
-        return FitResult(step, state["tokens_seen"], None, evaluate(model, final=True), state["seconds"], 0.0)
+        return FitResult(step, state["tokens_seen"], None, evaluate(model, final=True), state["seconds"], 0.0,
+                         state=state)
 
     if step == 0:
         last_eval = evaluate(model)
         _log(run, main, {"step": 0, **_prefixed(last_eval)}, history)
         if on_eval is not None:
-            on_eval(0, last_eval, model)
+            on_eval(0, last_eval, model, state)
 
     batches = micro_batches(step * accum)
     model.train()
@@ -207,6 +213,7 @@ def fit(
     tokens_seen = state["tokens_seen"]
     train_loss = None
     interrupted = False
+    stop_early = False
     progress = _Progress(console if main else None, cfg.max_steps, step)
     old_handler = signal.getsignal(signal.SIGINT)
     if world == 1:
@@ -217,7 +224,7 @@ def fit(
 
         signal.signal(signal.SIGINT, _stop)
     try:
-        while step < cfg.max_steps and not interrupted:
+        while step < cfg.max_steps and not interrupted and not stop_early:
             for i in range(accum):
                 batch = next(batches)
                 sync = i == accum - 1
@@ -260,8 +267,8 @@ def fit(
                     last_eval = evaluate(model, final=step == cfg.max_steps)
                     model.train()
                     record.update(_prefixed(last_eval))
-                    if on_eval is not None:
-                        on_eval(step, last_eval, model)
+                    if on_eval is not None and on_eval(step, last_eval, model, state):
+                        stop_early = True
                 _log(run, main, record, history)
                 progress.update(step, record)
                 window_loss.zero_()
@@ -269,7 +276,7 @@ def fit(
                 window_steps = 0
                 window_start = time.perf_counter()
 
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or interrupted:
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or interrupted or stop_early:
                 state.update(step=step, tokens_seen=tokens_seen, seconds=time.perf_counter() - run_start)
                 save_checkpoint(accelerator, run, state, keep=cfg.keep_checkpoints)
     finally:
@@ -288,6 +295,7 @@ def fit(
         seconds=seconds,
         tokens_per_sec=tokens_seen / seconds if seconds > 0 else 0.0,
         history=history,
+        state=state,
     )
 
 
@@ -300,11 +308,12 @@ class _nullcontext:
 
 
 def _prefixed(metrics: dict) -> dict:
+    """Scalar metrics as val_* log fields (lists and strings, e.g. BLEU n-gram counts, stay out of the log)."""
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, float):
-            v = round(v, 5)
-        out[f"val_{k}"] = v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        out[f"val_{k}"] = round(v, 5) if isinstance(v, float) else v
     return out
 
 

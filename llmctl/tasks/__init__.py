@@ -3,10 +3,14 @@ become predictions. An explicit registry: a test asserts it agrees with the reci
 
 from __future__ import annotations
 
-from llmctl.tasks import causal_lm
+from llmctl.tasks import causal_lm, classification, qa, summarization, translation
 
 REGISTRY = {
     "causal_lm": causal_lm,
+    "summarization": summarization,
+    "translation": translation,
+    "classification": classification,
+    "qa": qa,
 }
 
 
