@@ -174,8 +174,13 @@ def setup(recipe, run: runs.Run | None, console=None) -> Setup:
         from llmctl.tasks import generative
 
         lengths = generative.target_lengths(train_ex, tokenizer, fam)
-        max_new = recipe.generation.max_new_tokens or derive_max_new_tokens(
-            lengths, ceiling=recipe.data.max_target_length + 1)
+        ceiling = recipe.data.max_target_length + 1
+        if fam == "causal" and context is not None:
+            ceiling = min(ceiling, context // 2)  # a decoder-only model shares its context with the prompt
+        max_new = recipe.generation.max_new_tokens or derive_max_new_tokens(lengths, ceiling=ceiling)
+        if max_new < max(lengths):
+            say(f"[yellow]warning:[/] the longest training target has {max(lengths)} tokens; generation stops "
+                f"at {max_new} (the model's context is {context})")
         budget = source_budget(recipe, fam, context, max_new)
         inputs = generative.model_inputs(train_ex, tokenizer, family=fam, prompt=prompt_of(recipe, task),
                                          source_prefix=d.source_prefix, source_budget=budget)
