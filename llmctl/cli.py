@@ -402,15 +402,10 @@ def summarize(
         model = str(last / "final")
     from llmctl.summarize import run_summarize
 
-    settings = None
-    if max_new_tokens is not None or num_beams != 1 or batch_size != 8:
-        from llmctl.evaluate_cli import generation_settings_for
-
-        settings = generation_settings_for(model, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                           batch_size=batch_size)
-    done = run_summarize(model, list(inputs or []), output=output, fmt=fmt, settings=settings,
+    overrides = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "batch_size": batch_size}
+    done = run_summarize(modeling_path(model), list(inputs or []), output=output, fmt=fmt, settings=None,
                          text_column=text_column, id_column=id_column, console=console if output else None,
-                         stdin=sys.stdin)
+                         stdin=sys.stdin, overrides=overrides)
     if output is not None:
         console.print(f"summarize: {done['done']} new, {done['skipped']} already in {output}")
 
@@ -451,6 +446,12 @@ def _print_results(results: dict, run) -> None:
     for s in results.get("samples", []):
         console.print(f"[bold]{s['prompt']}[/]{s['continuation']}", markup=True, highlight=False)
     console.print(f"model: {run.final}  (loads with transformers.AutoModelForCausalLM.from_pretrained)")
+
+
+def modeling_path(path: str) -> str:
+    from llmctl.modeling import resolve_path
+
+    return resolve_path(path)
 
 
 def _print_metrics(result: dict) -> None:

@@ -43,15 +43,6 @@ def _info(model_dir: str) -> dict:
     return {"config": config, **(getattr(config, "llmctl", None) or {})}
 
 
-def generation_settings_for(model_dir: str, *, max_new_tokens, num_beams, batch_size):
-    from llmctl.generation import GenerationSettings
-
-    info = _info(model_dir)
-    n = max_new_tokens or info.get("max_new_tokens") or 64
-    return GenerationSettings(max_new_tokens=n, num_beams=num_beams, batch_size=batch_size,
-                              max_source_length=info.get("max_source_length"))
-
-
 def run(*, metrics: list[str], model: str | None, data: Path | None, task: str | None, predictions: Path | None,
         output: Path | None, batch_size: int, block_size: int | None, max_new_tokens: int | None,
         num_beams: int | None, text_column: str, console) -> dict:

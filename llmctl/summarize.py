@@ -1,0 +1,315 @@
+"""`llmctl summarize`: read documents, generate summaries in length-sorted batches, write JSON Lines or text.
+
+JSON Lines output is resumable: each line carries the document's id, lines are appended and flushed batch by
+batch (longest documents first, so the file is not in input order), and a rerun skips the ids already written.
+An interruption loses at most the batch in flight; a line torn by it is cut away on the next run, and complete
+lines are never rewritten. Text output has no ids to resume from; it is written in input order at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from llmctl.generation import GenerationSettings
+
+DOCUMENT_SUFFIXES = (".txt", ".md")
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+FORMATS = ("jsonl", "text")
+DEFAULT_CAUSAL_PROMPT = "{source}\nSummary:"
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+class SummarizeError(Exception):
+    """Bad inputs, model or output file for summarize (one line)."""
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+
+
+def read_inputs(inputs: list[str], *, text_column: str = "text", id_column: str = "id",
+                stdin: TextIO | None = None) -> list[dict]:
+    """Documents as [{"id", "source"}] from files, folders, '-' (stdin) and dataset files, in the order given.
+
+    A .txt/.md file is one document (id: the path as given); a folder holds every .txt/.md file below it
+    (sorted; id: the path relative to the folder); '-' is all of stdin (id: "stdin"); a .jsonl/.json/.csv/.tsv/
+    .parquet file has one document per record in `text_column` (id: `id_column` if present, else "<file>:<n>").
+    """
+    if not inputs:
+        raise SummarizeError("no inputs: give files, a folder, '-' for stdin, or a JSONL file")
+    docs: list[dict] = []
+    for name in inputs:
+        if name == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            docs.append(_document("stdin", stream.read()))
+            continue
+        path = Path(name)
+        if not path.exists():
+            raise SummarizeError(f"{name}: no such file or folder")
+        if path.is_dir():
+            files = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES),
+                           key=lambda p: p.relative_to(path).as_posix())
+            if not files:
+                raise SummarizeError(f"{name}: no .txt or .md files in this folder")
+            docs.extend(_document(p.relative_to(path).as_posix(), _read_text(p, p.relative_to(path).as_posix()))
+                        for p in files)
+        elif path.suffix.lower() in DOCUMENT_SUFFIXES:
+            docs.append(_document(name, _read_text(path, name)))
+        elif path.suffix.lower() in DATASET_SUFFIXES:
+            docs.extend(_dataset_documents(path, name, text_column, id_column))
+        else:
+            raise SummarizeError(
+                f"{name}: unsupported input type {path.suffix or '(no suffix)'!r}; give .txt/.md files, a folder, "
+                f"'-' for stdin, or a {'/'.join(DATASET_SUFFIXES)} file"
+            )
+    seen: dict[str, int] = {}
+    for doc in docs:
+        if doc["id"] in seen:
+            raise SummarizeError(f"{doc['id']}: duplicate document id (resuming relies on unique ids)")
+        seen[doc["id"]] = 1
+    return docs
+
+
+def _read_text(path: Path, doc_id: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SummarizeError(f"{doc_id}: not valid UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise SummarizeError(f"{doc_id}: cannot read: {exc.strerror or exc}") from None
+
+
+def _document(doc_id: str, text: str) -> dict:
+    if not text.strip():
+        raise SummarizeError(f"{doc_id}: empty document")
+    return {"id": doc_id, "source": text.strip()}
+
+
+def _dataset_documents(path: Path, name: str, text_column: str, id_column: str) -> list[dict]:
+    from llmctl import data
+
+    docs = []
+    for row, (where, rec) in enumerate(data.iter_records(path), 1):
+        text = data.require_column(where, rec, text_column)
+        if not isinstance(text, str):
+            raise SummarizeError(f"{where}: column '{text_column}' must hold text, got {type(text).__name__}")
+        doc_id = rec.get(id_column)
+        docs.append(_document(str(doc_id) if doc_id not in (None, "") else f"{name}:{row}", text))
+    return docs
+
+
+# ------------------------------------------------------------------------------------------------------- model
+
+
+def load_model(model_dir: str):
+    """(model, tokenizer, task info) from a model directory; the task info is config.llmctl or {}."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not Path(model_dir).is_dir():
+        raise SummarizeError(f"{model_dir}: model directory not found")
+    # transformers 5 draws a "Loading weights" bar on stderr for every load; a local load takes a moment, and
+    # the bar would sit among the summaries and our own progress bar.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = auto.from_pretrained(model_dir, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        text = str(exc).strip()
+        raise SummarizeError(f"{model_dir}: cannot load model: {text.splitlines()[0] if text else type(exc).__name__}"
+                             ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    info = getattr(model.config, "llmctl", None) or {}
+    if not isinstance(info, dict):
+        raise SummarizeError(f"{model_dir}: config.json 'llmctl' must be an object, got {type(info).__name__}")
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model, tokenizer, info
+
+
+def model_inputs(docs: list[dict], *, encoder_decoder: bool, info: dict, model_dir: str) -> list[str]:
+    """What the model reads: source_prefix + source (encoder-decoder) or the prompt template filled (causal)."""
+    if encoder_decoder:
+        prefix = info.get("source_prefix") or ""
+        return [prefix + d["source"] for d in docs]
+    prompt = info.get("prompt") or DEFAULT_CAUSAL_PROMPT
+    if "{source}" not in prompt:
+        raise SummarizeError(f"{model_dir}: config llmctl.prompt {prompt!r} has no {{source}} field")
+    try:
+        return [prompt.format(source=d["source"]) for d in docs]
+    except (KeyError, IndexError, ValueError):
+        raise SummarizeError(
+            f"{model_dir}: config llmctl.prompt {prompt!r} is not a template with only a {{source}} field "
+            "(write literal braces as {{ and }})"
+        ) from None
+
+
+def default_settings(info: dict, overrides: dict | None = None) -> GenerationSettings:
+    """Settings from the task info the model was saved with: max_new_tokens (else 64), max_source_length (else
+    the model's context, less max_new_tokens for a causal LM), and any other GenerationSettings field it holds;
+    then `overrides` (command-line flags; None values are ignored)."""
+    known = GenerationSettings.field_names()
+    unknown = sorted(set(overrides or {}) - set(known))
+    if unknown:
+        raise SummarizeError(f"unknown generation setting(s): {', '.join(unknown)} (known: {', '.join(known)})")
+    values = {k: v for k, v in info.items() if k in known and v is not None}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    return GenerationSettings(**values)
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+
+def done_ids(output: Path) -> set[str]:
+    """Ids already in a JSON Lines output. A last line without its newline that is not valid JSON was torn by an
+    interruption (each line is written whole, newline last) and is cut off the file; complete lines are kept."""
+    if not output.exists():
+        return set()
+    if output.is_dir():
+        raise SummarizeError(f"{output}: is a folder, expected an output file")
+    raw = output.read_bytes()
+    *complete, tail = raw.split(b"\n")
+    ids: set[str] = set()
+    for lineno, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        rec = _parse_line(line)
+        if rec is None:
+            raise SummarizeError(
+                f"{output}:{lineno}: not a JSON line with an \"id\"; not an llmctl summarize output, refusing to "
+                "append to it (choose another --output)"
+            )
+        ids.add(str(rec["id"]))
+    if tail.strip():
+        rec = _parse_line(tail)
+        if rec is None:
+            with open(output, "r+b") as f:
+                f.truncate(len(raw) - len(tail))
+        else:
+            ids.add(str(rec["id"]))
+            with open(output, "ab") as f:  # a whole line that only lacks its newline: end it before appending
+                f.write(b"\n")
+    return ids
+
+
+def _parse_line(line: bytes) -> dict | None:
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec else None
+
+
+def _format_line(doc: dict, summary: str, fmt: str) -> str:
+    if fmt == "jsonl":
+        return json.dumps({"id": doc["id"], "source": doc["source"], "summary": summary}, ensure_ascii=False)
+    return " ".join(summary.splitlines())
+
+
+# ------------------------------------------------------------------------------------------------------- run
+
+
+def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt: str = "jsonl",
+                  settings: GenerationSettings | None, text_column: str = "text", id_column: str = "id",
+                  console=None, stdin: TextIO | None = None, overrides: dict | None = None) -> dict:
+    """Summarize `inputs` with the model in `model_dir`; returns {"done", "skipped", "output", "capped",
+    "warning"} (the warning, if any, is also printed).
+
+    `settings` None means the model's own (default_settings), with `overrides` applied on top.
+    """
+    from llmctl import generation
+
+    if fmt not in FORMATS:
+        raise SummarizeError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    docs = read_inputs(inputs, text_column=text_column, id_column=id_column, stdin=stdin)
+    output = Path(output) if output is not None else None
+    skip: set[str] = set()
+    if output is not None:
+        if fmt == "jsonl":
+            skip = done_ids(output)
+        elif output.exists() and (output.is_dir() or output.stat().st_size > 0):
+            raise SummarizeError(
+                f"{output}: already exists; text output cannot be resumed (it holds no ids): remove it, or use "
+                "--format jsonl"
+            )
+    todo = [d for d in docs if d["id"] not in skip]
+    result = {"done": 0, "skipped": len(docs) - len(todo), "output": str(output) if output else None,
+              "capped": 0, "warning": None}
+    if not todo:  # nothing to do: do not even load the model
+        _say(console, f"summarize: all {len(docs)} documents are already in {output}; nothing to do")
+        return result
+
+    model, tokenizer, info = load_model(model_dir)
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    texts = model_inputs(todo, encoder_decoder=encoder_decoder, info=info, model_dir=model_dir)
+    settings = settings if settings is not None else default_settings(info, overrides)
+    if skip:
+        _say(console, f"summarize: {result['skipped']} of {len(docs)} documents already in {output}; "
+                      f"{len(todo)} to go")
+
+    from rich.progress import Progress
+
+    summaries: list[str | None] = [None] * len(todo)
+    out_file = None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out_file = open(output, "a" if fmt == "jsonl" else "w", encoding="utf-8")
+    try:
+        show = console is not None and console.is_terminal
+        with Progress(console=console, transient=True, disable=not show) as bar:
+            task = bar.add_task("summarize", total=len(todo))
+            for batch in generation.generate_batches(model, tokenizer, texts, settings):
+                lines = []
+                for i, summary in zip(batch.indices, batch.outputs):
+                    summaries[i] = summary
+                    if fmt == "jsonl":
+                        lines.append(_format_line(todo[i], summary, fmt))
+                result["capped"] += batch.capped
+                result["done"] += len(batch.indices)
+                if lines:
+                    _emit(lines, out_file, console)
+                bar.advance(task, len(batch.indices))
+        if fmt == "text":  # no ids in text: the order of lines is the only link to the inputs
+            _emit([_format_line(d, s, fmt) for d, s in zip(todo, summaries)], out_file, console)
+    finally:
+        if out_file is not None:
+            out_file.close()
+
+    report = generation.GenerationReport(outputs=summaries, capped=result["capped"], total=len(todo))
+    warning = generation.cap_warning(report, settings.max_new_tokens)
+    if warning:
+        result["warning"] = warning
+        # With the summaries on stdout, the warning goes to stderr so that the JSON Lines stay parseable.
+        if console is not None and output is not None:
+            console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
+    return result
+
+
+def _emit(lines: list[str], out_file, console) -> None:
+    if out_file is not None:
+        out_file.write("".join(line + "\n" for line in lines))
+        out_file.flush()
+        os.fsync(out_file.fileno())  # a finished batch survives a crash or power loss, not only Ctrl-C
+        return
+    for line in lines:
+        if console is not None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
+
+
+def _say(console, message: str) -> None:
+    if console is not None:
+        console.print(message, markup=False, highlight=False)
