@@ -155,7 +155,7 @@ def setup(recipe, run: runs.Run | None, console=None) -> Setup:
         labels = task.label_map(train_ex)
         if len(labels) < 2:
             raise data.DataError(f"{d.train_files[0]}: classification needs at least two labels, found {labels}")
-    config = modeling.task_config(recipe, tokenizer, labels=labels)
+    config = modeling.task_config(recipe, tokenizer, labels=labels, families=task.FAMILIES)
     origin = recipe.model.path or f"model.arch {recipe.model.arch!r}"
     fam = modeling.check_task_family(recipe.task, task.FAMILIES, config, origin)
     model = modeling.task_model(recipe, config, recipe.task, fam, recipe.seed)

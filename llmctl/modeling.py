@@ -162,7 +162,7 @@ def check_task_family(task: str, task_families: tuple[str, ...], config, source:
     return fam
 
 
-def task_config(recipe, tokenizer, *, labels: list | None = None):
+def task_config(recipe, tokenizer, *, labels: list | None = None, families: tuple[str, ...] = ()):
     """The config of the model a fine-tuning recipe trains: the pretrained one, or a fresh one from `arch`."""
     from transformers import AutoConfig
 
@@ -184,6 +184,8 @@ def task_config(recipe, tokenizer, *, labels: list | None = None):
         config = AutoConfig.for_model(m.arch, **extra)
     except ValueError:
         raise ModelError(f"model.arch: unknown architecture {m.arch!r}") from None
+    if families:  # before the overrides: a wrong family is the real problem, not a key it lacks
+        check_task_family(recipe.task, families, config, f"model.arch {m.arch!r}")
     for key, value in m.config.items():
         if not hasattr(config, key):
             raise ModelError(f"model.config.{key}: not a setting of the {m.arch} config ({type(config).__name__})")

@@ -98,9 +98,10 @@ def test_classification_pairs_on_a_causal_lm(pretrained, tmp_path):
 
 def test_qa_with_lora_on_the_pretrained_minilm(tmp_path):
     run = tmp_path / "qa"
-    cli("finetune", "--task", "qa", "-o", str(run), "--set", "lora.enabled=true", "--set", "train.max_steps=6",
-        "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--set", "train.eval_every=3",
-        "--set", "train.log_every=3", "--set", "train.lr=1e-3", "--set", "data.max_source_length=128",
+    cli("finetune", "--task", "qa", "-o", str(run), "--set", "lora.enabled=true", "--set", "train.max_steps=12",
+        "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--set", "train.eval_every=6",
+        "--set", "train.log_every=4", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=2",
+        "--set", "data.max_source_length=128",
         "--set", 'data.validation_files=[]', "--set", "data.validation_fraction=0.01", check=True)
     res = check_run(run, ["squad_v2.exact", "squad_v2.f1", "squad_v2.HasAns_f1", "squad_v2.NoAns_f1"])
     assert res["lora"] and res["trainable_parameters"] < res["parameters"] / 10
