@@ -468,16 +468,19 @@ def _print_metrics(result: dict) -> None:
 
 
 def _print_task_results(results: dict, run) -> None:
-    table = Table(title=f"results: {run.root} ({results['task']})", show_header=False)
+    table = Table(title=f"results: {run.root} ({results['task']}): untrained -> trained", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value", justify="right")
     for k, v in results["metrics"].items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         before = results.get("initial_metrics", {}).get(k)
+        base = results.get("baseline_metrics", {}).get(k)
         shown = f"{v:.4f}" if isinstance(v, float) else str(v)
         if isinstance(before, (int, float)):
             shown = f"{before:.4f} -> {shown}"
+        if isinstance(base, (int, float)):
+            shown += f"  (baseline {base:.4f})"
         table.add_row(k, shown)
     for key in ("best_step", "steps", "train_seconds", "wall_seconds"):
         if results.get(key) is not None:

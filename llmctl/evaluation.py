@@ -306,3 +306,28 @@ def evaluate_setup(s, model, names: list[str], kwargs: dict, *, predictions_path
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
     return result
+
+
+def baseline(s, names: list[str], kwargs: dict) -> dict:
+    """The task's trivial baseline on the validation split, scored like the model, so that results say how
+    far above it the model is: lead sentence (summarization), copy the source (translation), the majority
+    training label (classification), always "no answer" (QA)."""
+    import re
+    from collections import Counter
+
+    examples = s.val_examples
+    if s.kind == "generate":
+        if s.recipe.task == "summarization":
+            preds = [re.split(r"(?<=[.!?。！？])\s*|\n", ex["source"].strip(), maxsplit=1)[0] for ex in examples]
+        else:
+            preds = [ex["source"] for ex in examples]
+        return score(names, (preds, [ex["target"] for ex in examples]), kwargs)
+    if s.kind == "classify":
+        label2id = {str(v): i for i, v in enumerate(s.labels)}
+        gold = [label2id.get(str(ex["label"]), -1) for ex in examples]
+        majority = Counter(str(ex["label"]) for ex in s.train_examples).most_common(1)[0][0]
+        return score(names, ([label2id[majority]] * len(gold), gold), kwargs)
+    from llmctl.tasks import qa
+
+    preds = [{"id": str(ex["id"]), "prediction_text": "", "no_answer_probability": 1.0} for ex in examples]
+    return score(names, (preds, qa.references(examples)), kwargs)

@@ -356,6 +356,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         export_final(model, s, run.final)
         final = evaluation.evaluate_setup(s, load_final(run.final, recipe.task), names, kwargs,
                                           predictions_path=run.root / "predictions.jsonl", console=out)
+        base = evaluation.baseline(s, names, kwargs)
         history = [r for r in _log_lines(run.log)]
         first = next((r for r in history if r.get("step") == 0), {})
         results = {
@@ -372,6 +373,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "best_step": result.state.get("best_step"),
             "metrics": final["metrics"],
             "initial_metrics": {k[4:]: v for k, v in first.items() if k.startswith("val_")},
+            "baseline_metrics": {k: v for k, v in base.items() if isinstance(v, (int, float, str))},
             "validation_examples": len(s.val_examples),
             "skipped_records": s.skipped,
             "cut_targets": s.cut_targets,
