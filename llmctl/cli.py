@@ -107,8 +107,8 @@ def _root(recipe, output_dir: Path | None) -> Path:
     return output_dir if output_dir is not None else default_root(recipe.name)
 
 
-def _offline_hint() -> None:
-    # Tokenizer training forks workers after using threads; say nothing about it, it is handled.
+def _quiet_tokenizers() -> None:
+    # datasets.map may fork workers after the Rust tokenizer used threads; its warning about that is noise.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -131,7 +131,7 @@ def preprocess(
     """
     from llmctl import data, runs
 
-    _offline_hint()
+    _quiet_tokenizers()
     r = _load_recipe(recipe, set_)
     root = _root(r, output_dir)
     run = runs.Run(root)
@@ -180,9 +180,7 @@ def pretrain(
         llmctl pretrain recipes/tiny/pretrain.toml --set train.max_steps=50 --num-processes 2
         llmctl pretrain recipes/gpt-small.toml --resume
     """
-    from llmctl import runs
-
-    _offline_hint()
+    _quiet_tokenizers()
     r = _load_recipe(recipe, set_)
     root = _root(r, output_dir)
     if dry_run:
@@ -190,6 +188,15 @@ def pretrain(
 
         _print_plan(plan(r, root, num_processes=num_processes))
         return
+    from llmctl.pretrain import run_pretrain
+
+    _train(r, root, run_pretrain, _print_results, resume=resume, overwrite=overwrite, num_processes=num_processes)
+
+
+def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_processes: int) -> None:
+    """Shared by pretrain and finetune: relaunch for several processes, open the run, run the stage."""
+    from llmctl import runs
+
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch(num_processes, r.train.accelerate_config)
         return
@@ -198,11 +205,9 @@ def pretrain(
     _check_resume_compatible(r, run, resume)
     if main_process:
         _write_recipe(r, run)
-    from llmctl.pretrain import run_pretrain
-
-    results = run_pretrain(r, run, resume=resume, console=console)
+    results = stage(r, run, resume=resume, console=console)
     if results:
-        _print_results(results, run)
+        show(results, run)
 
 
 def _is_main_process() -> bool:
@@ -287,25 +292,15 @@ def finetune(
         llmctl finetune --task classification --model path/to/minilm --set lora.enabled=true
     """
     from llmctl import finetune as ft
-    from llmctl import runs
 
-    _offline_hint()
+    _quiet_tokenizers()
     r = ft.resolve(recipe, task=task, model=model, data_file=data_, sets=set_ or [])
     root = _root(r, output_dir)
     if dry_run:
         _print_plan(ft.plan(r, root, num_processes=num_processes))
         return
-    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        _relaunch(num_processes, r.train.accelerate_config)
-        return
-    main_process = _is_main_process()
-    run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
-    _check_resume_compatible(r, run, resume)
-    if main_process:
-        _write_recipe(r, run)
-    results = ft.run_finetune(r, run, resume=resume, console=console)
-    if results:
-        _print_task_results(results, run)
+    _train(r, root, ft.run_finetune, _print_task_results, resume=resume, overwrite=overwrite,
+           num_processes=num_processes)
 
 
 # ------------------------------------------------------------------------------------------------------ eval

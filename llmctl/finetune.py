@@ -357,7 +357,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         final = evaluation.evaluate_setup(s, load_final(run.final, recipe.task), names, kwargs,
                                           predictions_path=run.root / "predictions.jsonl", console=out)
         base = evaluation.baseline(s, names, kwargs)
-        history = [r for r in _log_lines(run.log)]
+        history = runs.read_log(run.log)
         first = next((r for r in history if r.get("step") == 0), {})
         results = {
             "task": recipe.task,
@@ -445,17 +445,6 @@ def export_final(model, s: Setup, final: Path) -> None:
 
 def load_final(path: Path, task: str):
     return modeling.load_for_task(str(path), task)
-
-
-def _log_lines(path: Path):
-    import json
-
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
 
 
 def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:

@@ -144,7 +144,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         unwrapped = accelerator.unwrap_model(model)
         export(unwrapped, tokenizer, run.final)
         samples = sample(unwrapped, tokenizer, recipe.sample, seed=recipe.seed)
-        history = [r for r in _read_log(run.log)]
+        history = runs.read_log(run.log)
         first_eval = next((r for r in history if r.get("step") == 0 and "val_loss" in r), {})
         meta = prepared.meta
         results = {
@@ -208,14 +208,3 @@ def sample(model, tokenizer, cfg, *, seed: int) -> list[dict]:
         text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
         out.append({"prompt": prompt, "continuation": text})
     return out
-
-
-def _read_log(path: Path):
-    import json
-
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue

@@ -144,6 +144,18 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of a log.jsonl (a torn last line from a killed process is skipped)."""
+    out = []
+    if Path(path).exists():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
 def truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines after `last_step`, so a resumed run does not log the same steps twice."""
     if not path.exists():

@@ -61,26 +61,15 @@ def load(path_or_id: str):
     """Load a tokenizer from a directory or a hub id; a missing one is a one-line TokenizerError."""
     from transformers import AutoTokenizer
 
+    from llmctl.modeling import not_found
+
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
-        raise TokenizerError(_not_found(path_or_id, "tokenizer", exc)) from None
+        raise TokenizerError(not_found(path_or_id, "tokenizer", exc)) from None
     if not tok.is_fast:
         raise TokenizerError(f"{path_or_id}: llmctl needs a fast (Rust) tokenizer, got {type(tok).__name__}")
     return tok
-
-
-def _not_found(path_or_id: str, what: str, exc: Exception) -> str:
-    import os
-
-    if Path(path_or_id).exists():
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{path_or_id}: cannot load {what}: {first}"
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE")
-    where = "no such local directory, and the hub is offline (HF_HUB_OFFLINE=1)" if offline else (
-        "no such local directory, and it could not be fetched from the hub (offline, or not a valid id)"
-    )
-    return f"{path_or_id}: cannot load {what}: {where}"
 
 
 def file_digest(path: Path) -> str:

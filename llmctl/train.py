@@ -333,7 +333,16 @@ def save_checkpoint(accelerator, run: runs.Run, state: dict, *, keep: int) -> Pa
     if accelerator.is_main_process:
         runs.remove(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    import logging
+
+    # Tied embeddings (T5, Marian, GPT-2) are saved once; accelerate warns about it at every checkpoint.
+    quiet = logging.getLogger("accelerate.utils.other")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        quiet.setLevel(level)
     if accelerator.is_main_process:
         runs.write_json(tmp / "trainer_state.json", state)
         runs.remove(final)

@@ -40,17 +40,39 @@ def check_run(run, metric_keys):
     return res
 
 
-def test_summarization_encoder_decoder_then_eval(tmp_path):
-    run = tmp_path / "sum"
+def test_summarization_encoder_decoder_then_eval_and_summarize(tmp_path):
+    run = tmp_path / "runs" / "sum"
     cli("finetune", "recipes/tiny/summarization.toml", "-o", str(run), check=True)
     res = check_run(run, ["rouge.rouge1", "rouge.rouge2", "rouge.rougeL", "rouge.rougeLsum"])
     assert res["family"] == "seq2seq" and res["max_new_tokens"] > 20  # derived, not generate's 20
+    assert res["baseline_metrics"]["rouge.rougeL"] > 0
+
+    # `llmctl eval --metric rouge` with nothing else: the latest run under ./runs on its validation split.
     out = tmp_path / "r.json"
-    cli("eval", "--metric", "rouge", "--model", str(run / "final"), "--output", str(out), check=True)
-    again = json.loads(out.read_text())["metrics"]
+    cli("eval", "--metric", "rouge", "--output", str(out), cwd=tmp_path, check=True)
+    again = json.loads(out.read_text())
+    assert again["model"] == "runs/sum/final"
     for key in ("rouge.rouge1", "rouge.rougeL"):
-        assert again[key] == pytest.approx(res["metrics"][key], abs=1e-9)
+        assert again["metrics"][key] == pytest.approx(res["metrics"][key], abs=1e-9)
+    assert again["metrics"]["rouge.tokenizer"] in ("default", "char")
     assert (tmp_path / "r.predictions.jsonl").exists()
+
+    # summarize: files and stdin; a rerun skips what is done.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"d{i}.txt").write_text(f"Ulla Brenk opened bakery number {i} in Varnhold on 3 May.\n",
+                                        encoding="utf-8")
+    summaries = tmp_path / "s.jsonl"
+    first = cli("summarize", "--model", str(run / "final"), str(docs), "--output", str(summaries), check=True)
+    assert "3 new, 0 already" in first.stdout
+    rows = [json.loads(line) for line in summaries.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["d0.txt", "d1.txt", "d2.txt"]
+    assert {"id", "source", "summary"} <= set(rows[0])
+    again = cli("summarize", "--model", str(run / "final"), str(docs), "--output", str(summaries), check=True)
+    assert "0 new, 3 already" in again.stdout
+    empty = cli("summarize", "--model", str(run / "final"), str(tmp_path / "nothing-here.txt"))
+    assert empty.returncode == 1 and "nothing-here.txt" in empty.stderr
 
 
 def test_summarization_on_the_pretrained_causal_lm(pretrained, tmp_path):
@@ -174,3 +196,15 @@ def test_predictions_file_with_several_acceptable_answers(tmp_path):
     out = tmp_path / "o.json"
     cli("eval", "--predictions", str(p), "--metric", "squad", "--output", str(out), check=True)
     assert json.loads(out.read_text())["metrics"]["squad.exact_match"] == pytest.approx(50.0)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
+    """With a learning rate too small to change any prediction, no evaluation beats the first: patience 1
+    stops at the first evaluation after step 0, and final/ is the best (initial) checkpoint."""
+    run = tmp_path / "stop"
+    cli("finetune", "recipes/tiny/classification.toml", "-o", str(run), "--set", "train.lr=1e-12",
+        "--set", "train.min_lr=0.0", "--set", "train.eval_every=2", "--set", "eval.patience=1",
+        "--set", "train.log_every=2", check=True)
+    res = results(run)
+    assert res["stopped_early"] and res["steps"] == 2 and res["best_step"] == 0
+    assert (run / "checkpoints" / "step-2").exists()
