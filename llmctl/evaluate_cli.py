@@ -61,7 +61,12 @@ def run(*, metrics: list[str], model: str | None, data: Path | None, task: str |
         model = str(last / "final")
     info = _info(model)
     run_dir = Path(model).parent if (Path(model).parent / "recipe.toml").exists() else None
-    task_name = task or info.get("task") or ("causal_lm" if names == ["perplexity"] else None)
+    task_name = task or info.get("task")
+    if task_name is None and names in ([], ["perplexity"]):
+        from llmctl.modeling import family
+
+        if family(info["config"]) == "causal" or names == ["perplexity"]:
+            task_name = "causal_lm"  # any causal LM directory: perplexity
     if task_name is None:
         raise _data_error(f"{model}: the model records no task; pass --task (summarization, translation, "
                           "classification, qa) or --metric perplexity")

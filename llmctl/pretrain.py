@@ -142,6 +142,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     results = {}
     if main:
         unwrapped = accelerator.unwrap_model(model)
+        unwrapped.config.llmctl = {"task": recipe.task, "block_size": recipe.data.block_size}
         export(unwrapped, tokenizer, run.final)
         samples = sample(unwrapped, tokenizer, recipe.sample, seed=recipe.seed)
         history = runs.read_log(run.log)

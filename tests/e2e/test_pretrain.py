@@ -70,7 +70,7 @@ def test_eval_matches_training_validation(trained, tmp_path):
     proc = cli("eval", "--metric", "perplexity", "--model", str(run / "final"), "--data", str(run / "data" / "validation"),
                "--output", str(out), check=True)
     assert "perplexity" in proc.stdout
-    got = json.loads(out.read_text())
+    got = json.loads(out.read_text())["metrics"]
     results = json.loads((run / "results.json").read_text())
     assert got["perplexity"] == pytest.approx(results["val_perplexity"], rel=1e-5)
 
@@ -79,7 +79,7 @@ def test_eval_on_a_text_file(trained, small_corpus, tmp_path):
     run, *_ = trained
     out = tmp_path / "ppl.json"
     cli("eval", "--model", str(run / "final"), "--data", str(small_corpus), "--output", str(out), check=True)
-    got = json.loads(out.read_text())
+    got = json.loads(out.read_text())["metrics"]
     assert math.isfinite(got["perplexity"]) and got["tokens"] > 1000
 
 
