@@ -106,6 +106,7 @@ def bench_resume() -> None:
             out = tmp / f"r{at}"
             llmctl("pretrain", *args, "-o", str(out), "--set", f"train.max_steps={at}",
                    "--set", f"train.checkpoint_every={at}")
+            llmctl("preprocess", *args, "-o", str(tmp / f"f{at}"))  # not timed: both sides reuse the cache
             fresh, _, _ = llmctl("pretrain", *args, "-o", str(tmp / f"f{at}"), "--set", "train.max_steps=1")
             wall, _, _ = llmctl("pretrain", *args, "-o", str(out), "--resume", "--set", f"train.max_steps={at + 1}",
                                 "--set", f"train.checkpoint_every={at}")
