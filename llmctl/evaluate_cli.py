@@ -117,7 +117,9 @@ def evaluate_task(model_dir: str, info: dict, task_name: str, names: list[str], 
         raise _data_error(f"{model_dir}: the run trained {r.task}, not {task_name}")
 
     if data is not None:
-        examples, where = data_mod_read(data, task, r)
+        from llmctl.data import read_examples
+
+        examples, where = read_examples([str(data)], task.normalize, r.data)
     elif run_dir is not None and (run_dir / "data" / "validation.jsonl").exists():
         path = run_dir / "data" / "validation.jsonl"
         examples = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -162,10 +164,6 @@ def evaluate_task(model_dir: str, info: dict, task_name: str, names: list[str], 
     return {"model": model_dir, "task": task_name, "data": str(data) if data else "validation split",
             "examples": result["examples"], "metrics": result["metrics"], "capped_outputs": result["capped"],
             "predictions": str(pred_path) if pred_path else None, "notes": notes}
-
-
-def data_mod_read(path: Path, task, r):
-    return data.read_examples([str(path)], task.normalize, r.data)
 
 
 def score_file(path: Path, names: list[str]) -> dict:

@@ -129,7 +129,8 @@ def setup(recipe, run: runs.Run | None, console=None) -> Setup:
     if kind == "span":
         train_ex, skipped = task.check_answers(train_ex, train_where)
         val_ex_kept, val_skipped = task.check_answers(val_ex, val_where)
-        val_where = [w for w, ex in zip(val_where, val_ex) if any(ex is k for k in val_ex_kept)]
+        kept = {id(ex) for ex in val_ex_kept}
+        val_where = [w for w, ex in zip(val_where, val_ex) if id(ex) in kept]
         val_ex = val_ex_kept
         skipped += val_skipped
         if skipped:
@@ -272,11 +273,6 @@ def metric_settings(recipe, task, labels) -> tuple[list[str], dict]:
     return names, kwargs
 
 
-def best_key(recipe, task, names: list[str]) -> str:
-    want = recipe.eval.best_metric or task.DEFAULT_BEST
-    return want
-
-
 def pick(metrics: dict, key: str) -> float | None:
     """A metric value by `metric.key`, `key` alone when unambiguous, or "loss"."""
     if key in metrics and isinstance(metrics[key], (int, float)):
@@ -304,7 +300,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     set_seed(recipe.seed)
     s = setup(recipe, run, out)
     names, kwargs = metric_settings(recipe, s.task, s.labels)
-    best_name = best_key(recipe, s.task, names)
+    best_name = recipe.eval.best_metric or s.task.DEFAULT_BEST
     higher = best_name.split(".")[-1] != "loss"
 
     mixed = precision_for(recipe.train.precision)

@@ -92,7 +92,3 @@ def collator(pad_id: int):
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     return collate
-
-
-def clean(text: str) -> str:
-    return " ".join(text.split()) if "\n" not in text.strip() else text.strip()

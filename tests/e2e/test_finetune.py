@@ -99,6 +99,13 @@ def test_classification_encoder_then_eval_and_predictions_file(tmp_path):
     config = json.loads((run / "final" / "config.json").read_text())
     assert set(config["label2id"]) == {"negative", "neutral", "positive"}
     assert config["llmctl"]["task"] == "classification"
+    # A data file instead of the run's validation split: the run's column mapping applies.
+    on_file = tmp_path / "file.json"
+    cli("eval", "--model", str(run / "final"), "--data", "data/classification/validation.jsonl",
+        "--metric", "accuracy", "--output", str(on_file), check=True)
+    got = json.loads(on_file.read_text())
+    assert got["examples"] == 210 and 0 <= got["metrics"]["accuracy.accuracy"] <= 1
+
     out = tmp_path / "scored.json"
     cli("eval", "--predictions", str(run / "predictions.jsonl"), "--metric", "accuracy", "--output", str(out),
         check=True)
