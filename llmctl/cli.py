@@ -198,6 +198,12 @@ def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_pro
     from llmctl import runs
 
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        per_step = r.train.micro_batch_size * num_processes
+        if r.train.batch_size % per_step:
+            from llmctl.train import TrainError
+
+            raise TrainError(f"train.batch_size ({r.train.batch_size}) must be a multiple of train.micro_batch_size "
+                             f"x processes ({r.train.micro_batch_size} x {num_processes} = {per_step})")
         _relaunch(num_processes, r.train.accelerate_config)
         return
     main_process = _is_main_process()
