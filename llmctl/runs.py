@@ -113,6 +113,9 @@ def open_for_training(root: Path, *, resume: bool, overwrite: bool, apply: bool 
             )
     if apply:
         run.root.mkdir(parents=True, exist_ok=True)
+        if resume:
+            # The run is no longer complete while it trains on; results.json comes back at its end.
+            remove(run.results)
     return run
 
 

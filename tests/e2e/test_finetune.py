@@ -215,3 +215,20 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     res = results(run)
     assert res["stopped_early"] and res["steps"] == 2 and res["best_step"] == 0
     assert (run / "checkpoints" / "step-2").exists()
+
+
+def test_finetune_resume_continues_the_same_run(tmp_path):
+    """A finished fine-tuning run continued to more steps keeps its log, best-metric state and step count."""
+    run = tmp_path / "res"
+    common = ["--set", "train.eval_every=10", "--set", "train.log_every=10", "--set", "train.checkpoint_every=10"]
+    cli("finetune", "recipes/tiny/classification.toml", "-o", str(run), "--set", "train.max_steps=20", *common,
+        check=True)
+    first = results(run)
+    proc = cli("finetune", "recipes/tiny/classification.toml", "-o", str(run), "--resume",
+               "--set", "train.max_steps=30", *common, check=True)
+    assert "resume: continuing from" in proc.stdout and "step 20 of 30" in proc.stdout
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 10, 20, 30]
+    again = results(run)
+    assert again["steps"] == 30 and first["steps"] == 20
+    assert again["best_step"] in (0, 10, 20, 30)
