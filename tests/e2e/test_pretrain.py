@@ -169,3 +169,25 @@ def test_shipped_tiny_preset_runs_unchanged(tmp_path):
     proc = cli("pretrain", TINY, "--output-dir", str(tmp_path / "run"), check=True)
     assert (tmp_path / "run" / "results.json").exists()
     assert "results:" in proc.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_step_boundary(small_corpus, tmp_path):
+    run = tmp_path / "int"
+    args = tiny_args(small_corpus, run, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=5",
+                     "--set", "train.eval_every=100000")
+    cli("preprocess", *args, check=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "pretrain", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step-5" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted: stopped at step ") and line.endswith("; continue with --resume")
+    step = int(line.split("stopped at step ")[1].split(";")[0])
+    state = json.loads((run / "checkpoints" / f"step-{step}" / "trainer_state.json").read_text())
+    assert state["step"] == step and not (run / "results.json").exists()
