@@ -1,6 +1,7 @@
 """`llmctl eval`: pick the model, the data and the metrics the way the card describes, then score.
 
-- `eval --metric rouge`: the most recent run's final/ on that run's validation split.
+- `eval --metric rouge`: the most recent run's final/ on that run's validation split (the most recent run of a
+  task that reports the metric, so a later pretraining run does not shadow a summarization run).
 - `eval --model runs/X/final`: that run's validation split unless --data is given.
 - `eval --model DIR --data F`: a model from elsewhere needs --task unless its config records one.
 - `eval --predictions F --metric M`: score a JSON Lines file of {prediction, reference}; no model.
@@ -55,7 +56,7 @@ def run(*, metrics: list[str], model: str | None, data: Path | None, task: str |
         return score_file(predictions, names)
 
     if model is None:
-        last = runs.latest_run()
+        last = _latest_for(names)
         if last is None:
             raise _data_error("no --model given and no finished run under runs/")
         model = str(last / "final")
@@ -80,11 +81,29 @@ def run(*, metrics: list[str], model: str | None, data: Path | None, task: str |
 
         result = perplexity(model, data, batch_size=batch_size, block_size=block_size, text_column=text_column)
         return {"model": model, "data": str(data), "task": "causal_lm", "metrics": result}
+    if task_name == "causal_lm":
+        raise _data_error(f"{model}: a pretrained causal LM is scored with --metric perplexity; for "
+                          f"{', '.join(names)} pass --model of a fine-tuned run, or --task")
     if "perplexity" in names:
         raise metric_mod.MetricError("perplexity is computed for causal LMs on text; evaluate it on its own")
     return evaluate_task(model, info, task_name, names, data=data, run_dir=run_dir, output=output,
                          max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
                          console=console)
+
+
+def _latest_for(names: list[str]) -> Path | None:
+    """The most recent finished run whose task reports the first metric asked for (rouge -> summarization,
+    perplexity -> causal_lm, ...); the most recent run of any task when no task does."""
+    from llmctl import tasks as registry
+
+    if names:
+        related = {"perplexity": "causal_lm", "squad": "qa", "bleu": "translation"}
+        wanted = [t for t, mod in registry.REGISTRY.items()
+                  if names[0] in getattr(mod, "DEFAULT_METRICS", ()) or related.get(names[0]) == t]
+        found = [r for r in (runs.latest_run(task=t) for t in wanted) if r is not None]
+        if found:
+            return max(found, key=lambda r: (r / "results.json").stat().st_mtime)
+    return runs.latest_run()
 
 
 def _data_error(msg: str):
