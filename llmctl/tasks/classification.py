@@ -77,22 +77,11 @@ def features(examples: list[dict], labels: list[int], tokenizer, *, max_length: 
 def collator(pad_id: int):
     import torch
 
+    from llmctl.tasks.batching import pad_inputs
+
     def collate(rows: list[dict]) -> dict:
-        n = len(rows)
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((n, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in rows[0] else None
-        for i, r in enumerate(rows):
-            k = len(r["input_ids"])
-            ids[i, :k] = torch.as_tensor(r["input_ids"])
-            mask[i, :k] = 1
-            if types is not None:
-                types[i, :k] = torch.as_tensor(r["token_type_ids"])
-        batch = {"input_ids": ids, "attention_mask": mask,
-                 "labels": torch.as_tensor([r["labels"] for r in rows], dtype=torch.long)}
-        if types is not None:
-            batch["token_type_ids"] = types
+        batch = pad_inputs(rows, pad_id)
+        batch["labels"] = torch.as_tensor([r["labels"] for r in rows], dtype=torch.long)
         return batch
 
     return collate

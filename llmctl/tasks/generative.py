@@ -76,19 +76,11 @@ def target_lengths(examples: list[dict], tokenizer, family: str) -> list[int]:
 
 def collator(pad_id: int):
     """Right-pad input_ids (pad_id) and labels (-100); the attention mask marks the real tokens."""
-    import torch
+    from llmctl.tasks.batching import pad, pad_inputs
 
     def collate(rows: list[dict]) -> dict:
-        n = len(rows)
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((n, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        lwidth = max(len(r["labels"]) for r in rows)
-        labels = torch.full((n, lwidth), -100, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r["input_ids"])] = torch.as_tensor(r["input_ids"])
-            mask[i, : len(r["input_ids"])] = 1
-            labels[i, : len(r["labels"])] = torch.as_tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = pad_inputs(rows, pad_id)
+        batch["labels"] = pad([r["labels"] for r in rows], -100)
+        return batch
 
     return collate

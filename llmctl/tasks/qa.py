@@ -285,20 +285,10 @@ def collator(pad_id: int):
     whatever the tokenizer's padding side. Non-model columns (example_id, offset_mapping, ...) are dropped."""
     import torch
 
+    from llmctl.tasks.batching import pad_inputs
+
     def collate(rows: list[dict]) -> dict:
-        longest = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        types = torch.zeros((len(rows), longest), dtype=torch.long) if "token_type_ids" in rows[0] else None
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.as_tensor(r["input_ids"], dtype=torch.long)
-            mask[i, :n] = torch.as_tensor(r["attention_mask"], dtype=torch.long)
-            if types is not None:
-                types[i, :n] = torch.as_tensor(r["token_type_ids"], dtype=torch.long)
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            batch["token_type_ids"] = types
+        batch = pad_inputs(rows, pad_id)
         for key in ("start_positions", "end_positions"):
             if key in rows[0] and rows[0][key] is not None:
                 batch[key] = torch.as_tensor([r[key] for r in rows], dtype=torch.long)
