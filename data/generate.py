@@ -2377,6 +2377,387 @@ def make_qa(W: World) -> dict:
     return out
 
 
+# --- multiple-choice: SWAG-style sentence endings ---------------------------------------------------
+#
+# Each record has a context sentence (sent1), the start of the next sentence (sent2) and four endings.
+# The context names one key (a profession, a town's product, the weather, a food, a pet, a hobby, a
+# small mishap, a month, or in Chinese a profession, an animal or the weather); the correct ending is
+# one written for that key, and the three distractors are endings written for three other keys of the
+# same kind (never one listed as confusable with it, e.g. doctor and nurse). Keys are drawn uniformly,
+# so every ending is about as often correct as it is a distractor and the endings alone say nothing.
+# Placeholders in endings: {pos} his/her, {subj} he/she, {obj} him/her.
+
+MC_PROF = {  # one ending per profession besides its PROF_WORK phrase (past tense)
+    "baker": "lit the big oven and kneaded the dough",
+    "miller": "carried sacks of grain up to the millstones",
+    "blacksmith": "heated an iron bar until it glowed red",
+    "weaver": "threaded the loom with fresh wool",
+    "potter": "pressed wet clay into the shape of a jug",
+    "carpenter": "planed a long oak board until it was smooth",
+    "fisher": "cast a net from the little boat",
+    "farmer": "drove the cows out to the pasture",
+    "shepherd": "counted the sheep on the hillside",
+    "teacher": "wrote the day's sums on the blackboard",
+    "doctor": "listened to a sick child's chest",
+    "nurse": "changed the bandages on a patient's arm",
+    "tailor": "measured a customer for a new coat",
+    "cook": "stirred a large pot of stew in the kitchen",
+    "merchant": "weighed out spices for the customers",
+    "sailor": "climbed the mast to untangle a sail",
+    "builder": "mixed mortar and laid a row of bricks",
+    "painter": "set up an easel beside the river",
+    "singer": "practised a new song for the evening",
+    "clerk": "copied names into the big town register",
+    "judge": "listened to both neighbours before deciding who was right",
+    "stonemason": "chiselled letters into a block of stone",
+    "glassblower": "blew through a long pipe into the glowing glass",
+    "brewer": "stirred the malt in the great copper vat",
+    "butcher": "sharpened {pos} knives and hung sausages in the window",
+    "gardener": "pruned the roses and weeded the beds",
+    "librarian": "put the returned books back on their shelves",
+    "innkeeper": "made up the beds for the night's guests",
+    "ferryman": "pushed the ferry off from the landing with a long pole",
+    "beekeeper": "lifted the lid of a hive in a cloud of bees",
+    "shoemaker": "hammered a new heel onto an old boot",
+    "dyer": "lifted dripping blue wool out of a vat",
+    "rope maker": "twisted long strands of hemp together",
+    "clockmaker": "oiled the tiny wheels of a pocket watch",
+    "mapmaker": "inked the course of a river onto a fresh sheet",
+    "printer": "set the letters for a poster in the press",
+    "bookbinder": "stitched the pages of a book together",
+    "candle maker": "dipped wicks again and again into hot wax",
+    "cheesemaker": "turned the round cheeses on their shelves",
+    "herbalist": "hung bunches of herbs up to dry",
+    "midwife": "hurried to a house where a baby was on its way",
+    "surveyor": "paced out a field with a measuring chain",
+    "engineer": "checked the drawings for a new bridge",
+    "musician": "tuned {pos} fiddle before the dance",
+    "poet": "wrote a few lines about the falling leaves",
+    "boatbuilder": "fitted a new plank to the side of a boat",
+    "wheelwright": "fitted spokes into a new cart wheel",
+    "tanner": "scraped a hide and soaked it in the pit",
+    "basket weaver": "soaked willow rods and bent them into a basket",
+    "lamplighter": "carried a ladder from one street lamp to the next",
+}
+
+MC_PRODUCT = {  # present tense, plural subject (the people of a town)
+    "copper pots": ["hammer sheets of copper into round pots", "polish rows of copper pans until they shine"],
+    "honey cakes": ["bake sweet cakes with honey from the hills", "sell warm honey cakes from wooden trays"],
+    "woollen blankets": ["spin wool for thick, warm blankets", "fold heavy blankets onto their carts"],
+    "smoked fish": ["hang fish over slow oak fires", "pack smoked fish into barrels for the winter"],
+    "apple cider": ["press apples and fill barrels with cider", "pour cider from big stone jars"],
+    "goat cheese": ["milk their goats and press soft white cheese", "wrap small goat cheeses in leaves"],
+    "clay jugs": ["shape jugs from red river clay", "fire clay jugs in a great kiln"],
+    "willow baskets": ["cut willow shoots to weave baskets", "carry stacks of baskets to the market"],
+    "river pearls": ["wade into the shallows to look for pearls in mussel shells", "string pearls onto silk threads"],
+    "painted tiles": ["paint blue flowers onto white tiles", "set painted tiles around their doors"],
+    "rope": ["twist hemp into long ropes in a narrow shed", "coil new ropes for the boats at the harbour"],
+    "salt": ["rake salt from shallow pans by the sea", "fill sacks with white salt crystals"],
+    "pickled plums": ["pack plums into jars of vinegar and sugar", "open a jar of sour plums at every meal"],
+    "walnut oil": ["crack walnuts and press them for their oil", "fill small bottles with golden nut oil"],
+    "glass beads": ["melt coloured glass into tiny beads", "thread bright beads into necklaces"],
+    "linen": ["grow flax and weave it into cloth", "bleach long strips of linen in the sun"],
+}
+
+MC_WEATHER = {  # past tense, a person
+    "sunny": ["put on a straw hat against the bright sun", "hung the washing out to dry in the sunshine"],
+    "cloudy": ["took a coat, since the sky looked dull and grey", "glanced at the clouds and hoped they would pass"],
+    "rainy": ["took an umbrella and pulled on {pos} boots", "waited under the porch until the rain eased"],
+    "windy": ["held on to {pos} hat as the gusts blew down the street", "tied the shutters so they would not bang"],
+    "foggy": ["carried a lantern to find the way through the mist", "walked slowly, since {subj} could hardly see the road"],
+    "snowy": ["cleared the doorstep with a shovel", "wrapped a thick scarf around {pos} neck and stepped carefully"],
+    "stormy": ["closed the shutters and stayed inside until the thunder passed", "brought the animals into the barn before the hail"],
+    "mild": ["opened every window to let the soft air in", "sat outside with a book, enjoying the calm"],
+}
+MC_WEATHER_CONFUSE = [("sunny", "mild"), ("rainy", "stormy"), ("cloudy", "rainy"), ("windy", "stormy"), ("cloudy", "foggy")]
+
+MC_FOOD_MANY = {  # past tense, "them"
+    "apples": "cut them into slices and baked a sweet tart",
+    "plums": "took out the stones and boiled them down into jam",
+    "cherries": "ate a handful straight away and spat the stones into the garden",
+    "onions": "chopped them with tears running down {pos} cheeks",
+    "carrots": "grated them into a crunchy orange salad",
+    "cabbages": "shredded the leaves and pickled them in a crock",
+    "potatoes": "boiled them and mashed them with butter",
+    "eggs": "cracked them into a hot pan and fried them",
+    "walnuts": "broke the hard shells open with a small hammer",
+    "mushrooms": "fried them in butter with a little garlic",
+    "beans": "left them to soak overnight in a bowl of water",
+    "chestnuts": "roasted them in the embers until the skins split",
+}
+MC_FOOD_ONE = {  # past tense, "it"
+    "milk": "poured it into a jug and set it in the cool cellar",
+    "flour": "mixed it with water and yeast and kneaded a dough",
+    "honey": "stirred a spoonful into {pos} tea",
+    "rice": "rinsed it and cooked it in a covered pot",
+    "cheese": "cut a thick slice and ate it with bread",
+    "pumpkin": "scooped out the seeds and roasted the orange flesh",
+    "bread": "toasted a slice over the fire",
+    "butter": "spread it thickly on a warm roll",
+}
+MC_FOOD_CONFUSE = [("apples", "plums"), ("bread", "butter"), ("bread", "cheese"), ("walnuts", "chestnuts")]
+
+MC_PET = {  # present tense, the pet is the subject
+    "dog": ["wags its tail and barks at the postman", "fetches sticks from the river"],
+    "cat": ["sleeps curled up on the warm windowsill", "hunts mice in the barn"],
+    "goat": ["climbs onto the garden wall and chews the washing", "butts the gate with its horns"],
+    "rabbit": ["nibbles carrots and hops around its hutch", "digs a deep hole under the fence"],
+    "parrot": ["repeats every word it hears in a loud voice", "whistles a tune and cracks sunflower seeds"],
+    "tortoise": ["crawls very slowly across the lawn to the lettuce", "pulls its head into its shell when anyone comes near"],
+    "hen": ["lays a brown egg in the straw", "scratches in the yard for worms and grain"],
+    "duck": ["paddles on the pond and quacks at the children", "dips its head under the water to look for snails"],
+    "donkey": ["carries two sacks of flour to the market and brays", "stands in the shade with its long ears twitching"],
+    "pony": ["trots round the paddock with a child on its back", "shakes its mane and waits for a lump of sugar"],
+    "canary": ["sings bright little songs in its cage", "splashes in a tiny dish of water"],
+    "hedgehog": ["snuffles under the hedge looking for beetles", "rolls into a prickly ball when the dog comes by"],
+}
+MC_PET_CONFUSE = [("donkey", "pony"), ("hen", "duck"), ("parrot", "canary"), ("rabbit", "tortoise")]
+
+MC_HOBBY = {  # past tense, a person
+    "fishing": ["sat by the river with a rod and caught three trout", "dug for worms and baited {pos} hooks"],
+    "singing": ["sang old songs with the choir in the chapel", "practised scales until {pos} voice was warm"],
+    "playing chess": ["beat {pos} neighbour in a long game with the black pieces", "set up the board and studied an old opening"],
+    "walking in the hills": ["climbed to the top of the highest hill before lunch", "laced up {pos} boots and followed a path over the moor"],
+    "playing the flute": ["played a quiet tune by the open window", "cleaned {pos} flute and learned a new air"],
+    "drawing birds": ["sketched a heron standing in the reeds", "sat still for an hour to draw a robin on the fence"],
+    "growing roses": ["planted three new rose bushes by the gate", "cut a bunch of red blooms for the table"],
+    "collecting stones": ["found a smooth striped pebble on the river bank", "sorted {pos} stones by colour on a shelf"],
+    "sailing": ["took a small boat out on the lake and raised the sail", "steered across the bay in a fresh breeze"],
+    "reading old maps": ["studied a faded map of the valley by candlelight", "traced old roads with {pos} finger on yellow paper"],
+    "baking pies": ["baked a pie with a golden, crumbly crust", "rolled out pastry and filled it with fruit"],
+    "carving wood": ["carved a little wooden owl with {pos} knife", "whittled a spoon from a piece of cherry wood"],
+    "dancing": ["danced until midnight at the village hall", "learned the steps of a fast new reel"],
+    "keeping bees": ["checked the hives and took a jar of honey", "put on a veil and calmed the bees with smoke"],
+    "telling stories": ["told the children a tale about a clever fox", "kept the whole inn listening to a ghost story"],
+}
+MC_HOBBY_CONFUSE = [("fishing", "sailing"), ("singing", "playing the flute"), ("singing", "dancing"),
+                    ("walking in the hills", "collecting stones"), ("drawing birds", "reading old maps")]
+
+MC_MISHAP = [  # (context with {name} {pos} {subj} {town}, ending) past tense
+    ("{name}'s kettle began to whistle on the stove.", "took it off the heat and made a pot of tea"),
+    ("{name} found a hole in the sole of {pos} boot.", "took it to the shoemaker to be mended"),
+    ("A button came off {name}'s coat.", "sewed it back on with a needle and thread"),
+    ("{name} could not find the key to {pos} front door.", "searched every pocket and then climbed in through a window"),
+    ("{name}'s lamp ran out of oil in the middle of the evening.", "lit a candle and carried on reading"),
+    ("The roof of {name}'s shed began to leak.", "climbed up with a few new slates and fixed the hole"),
+    ("{name} cut {pos} finger while chopping vegetables.", "washed the cut and wrapped it in a clean bandage"),
+    ("{name}'s cart lost a wheel on the road to {town}.", "sent for the wheelwright and waited at the roadside"),
+    ("{name} had not eaten since breakfast, and it was nearly dark.", "sat down to a large bowl of soup"),
+    ("A letter arrived for {name} from an old friend in {town}.", "opened it at once and read it by the window"),
+    ("{name} heard a knock at the door late in the evening.", "took a lamp and went to see who was there"),
+    ("The bread that {name} had left in the oven began to smell of burning.", "rushed to pull it out before it turned black"),
+    ("There had been no rain in {name}'s garden for two weeks.", "carried buckets of water to the thirsty plants"),
+    ("{name} was so tired after the long walk from {town} that {subj} could hardly stand.", "went straight to bed and slept until noon"),
+    ("It was {name}'s birthday, and {pos} friends had gathered in the kitchen.", "blew out the candles on a large cake"),
+    ("The clock on {name}'s wall had stopped at ten past four.", "wound it up and set it to the right time"),
+]
+
+MC_SEASON = {  # present tense, plural subject
+    "winter": ["clear snow from the paths and sit by the fire", "skate on the frozen pond"],
+    "spring": ["sow seeds in the fresh soil as the first lambs are born", "watch the blossom open on the apple trees"],
+    "summer": ["cut hay in the hot sun and swim in the river", "pick strawberries on the long warm evenings"],
+    "autumn": ["gather apples and store the harvest before the frost", "rake up heaps of fallen leaves"],
+}
+
+MC_ZH_PROF = {
+    "老师": "去学校给孩子们上课", "医生": "在医院里给病人看病", "农民": "到田里去种地", "厨师": "在饭店的厨房里做菜",
+    "木匠": "在院子里做桌子和椅子", "商人": "在市场上卖布和茶叶", "画家": "坐在河边画山和水", "渔夫": "划着小船去河上打鱼",
+    "铁匠": "把铁烧红，打成马掌", "裁缝": "给客人量尺寸，做新衣服", "司机": "开车把客人送到车站", "护士": "给病人换药，量体温",
+    "面包师": "天还没亮就开始烤面包", "园丁": "给公园里的花浇水", "歌手": "在茶馆里给客人唱歌",
+    "书店老板": "打开书店的门，把新书放上书架", "邮递员": "骑着自行车去送信", "工程师": "去河边检查新修的桥",
+    "养蜂人": "打开蜂箱，看看蜜蜂", "陶工": "用泥土做碗和罐子",
+}
+MC_ZH_ANIMAL = {  # animal: (measure word, ending)
+    "狗": ("条", "在门口大声叫，看着家"), "猫": ("只", "在窗台上晒太阳睡觉"), "鸡": ("只", "在草堆里下了一个蛋"),
+    "鸭": ("只", "在池塘里游来游去"), "鹅": ("只", "伸长脖子追着小孩子叫"), "羊": ("只", "在山坡上吃草"),
+    "牛": ("头", "在田里帮忙耕地"), "马": ("匹", "拉着车去市场"), "兔子": ("只", "在笼子里吃胡萝卜"), "小鸟": ("只", "在笼子里唱歌"),
+}
+MC_ZH_WEATHER = {  # key: (context phrase, ending)
+    "晴": ("天气晴朗，阳光很好", "戴上了草帽，还把被子拿出去晒"),
+    "雨": ("下着大雨", "带上了一把伞，穿上了雨鞋"),
+    "雪": ("下着大雪", "穿上了厚厚的棉衣和手套"),
+    "雾": ("有很大的雾", "走得很慢，因为看不清前面的路"),
+    "风": ("刮着很大的风", "关好了窗户，把帽子也戴紧了"),
+}
+MC_ZH_CONFUSE = [("医生", "护士"), ("牛", "马"), ("鸭", "鹅"), ("兔子", "小鸟")]
+MC_PROF_CONFUSE = [("doctor", "nurse"), ("doctor", "midwife"), ("nurse", "midwife"), ("doctor", "herbalist"),
+                   ("weaver", "basket weaver"), ("weaver", "dyer"), ("singer", "musician"), ("carpenter", "boatbuilder"),
+                   ("carpenter", "wheelwright"), ("builder", "stonemason"), ("printer", "bookbinder"), ("cook", "innkeeper"),
+                   ("cook", "baker"), ("farmer", "shepherd"), ("farmer", "miller"), ("fisher", "ferryman"), ("sailor", "ferryman"),
+                   ("sailor", "boatbuilder"), ("fisher", "sailor"), ("gardener", "herbalist"), ("teacher", "librarian")]
+MC_SEASON_OF_MONTH = dict(zip(MONTHS, SEASONS))
+
+
+def _mc_distractors(rng: random.Random, key: str, keys: list[str], confuse: list[tuple[str, str]], endings_of,
+                    correct: str) -> list[str] | None:
+    """Three distinct endings, one each for three other keys not confusable with ``key``."""
+    bad = {key} | {b for a, b in confuse if a == key} | {a for a, b in confuse if b == key}
+    pool = [k for k in keys if k not in bad]
+    out: list[str] = []
+    for k in rng.sample(pool, len(pool)):
+        e = rng.choice(endings_of(k))
+        if e != correct and e not in out:
+            out.append(e)
+        if len(out) == 3:
+            return out
+    return None
+
+
+def _mc_person(W: World, rng: random.Random) -> tuple[str, str, dict]:
+    g = rng.choice("fm")
+    first = (W.female if g == "f" else W.male).pick(rng)
+    return first, W.surnames.pick(rng), PRON[g]
+
+
+def _mc_fill(text: str, P: dict) -> str:
+    return text.replace("{pos}", P["pos"]).replace("{subj}", P["subj"]).replace("{obj}", P["obj"])
+
+
+def _mc_en(W: World, rng: random.Random) -> tuple[str, str, str, list[str]] | None:
+    """(sent1, sent2, correct ending, distractors) for one English record."""
+    kind = rng.choices(["prof", "product", "weather", "food", "pet", "hobby", "mishap", "season"],
+                       [20, 12, 12, 12, 10, 12, 12, 10])[0]
+    first, last, P = _mc_person(W, rng)
+    t = W.towns.pick(rng)
+    day = rng.choice(DAYS)
+    if kind == "prof":
+        prof = rng.choice(PROFESSIONS)
+        s1 = rng.choice([f"{first} {last} worked as {art(prof)} in {t.name}.", f"{first} was the only {prof} in {t.name}.",
+                         f"In {t.name}, everyone knew {first} {last}, the {prof}.",
+                         f"For {num(rng.randrange(2, 40))} years, {first} had been {art(prof)} on the {t.river}.",
+                         f"{first} {last} was {art(rng.choice(ADJ_PERSON))} {prof} from {t.region}."])
+        s2 = rng.choice([f"Every morning, {P['subj']}", f"On a busy {day}, {first}", f"As usual, {P['subj']}",
+                         f"After breakfast, {first}", f"Most days {P['subj']}"])
+        ends = lambda k: [PROF_WORK[k][1], _mc_fill(MC_PROF[k], P)]
+        correct = rng.choice(ends(prof))
+        return s1, s2, correct, _mc_distractors(rng, prof, PROFESSIONS, MC_PROF_CONFUSE, ends, correct)
+    if kind == "product":
+        prod = rng.choice(PRODUCTS)
+        towns = [x for x in W.town_list if x.products[0] == prod]
+        t = rng.choice(towns)
+        s1 = rng.choice([f"{t.name} is famous for its {prod}.", f"Travellers come to {t.name} for its {prod}.",
+                         f"The {t.landmark} of {t.name} looks down on a town that lives from its {prod}.",
+                         f"Ask anyone in {t.region} about {t.name}, and they will talk about its {prod}."])
+        s2 = rng.choice([f"In the workshops of {t.name}, people", f"Every {t.market_day}, the families of {t.name}",
+                         f"All year round, the people of {t.name}", f"Along the {t.river}, the townsfolk"])
+        other = [p for p in PRODUCTS if p not in t.products]
+        correct = rng.choice(MC_PRODUCT[prod])
+        return s1, s2, correct, _mc_distractors(rng, prod, [prod] + other, [], lambda k: MC_PRODUCT[k], correct)
+    if kind == "weather":
+        w = rng.choice(WEATHER)
+        detail = rng.choice(WEATHER_DETAIL[w])
+        s1 = rng.choice([f"When {first} woke up in {t.name}, the day was {w}, with {detail}.",
+                         f"{first} opened the door: the morning in {t.name} was {w}, with {detail}.",
+                         f"{first} {last} looked at the sky over {t.name}. It was {w}, with {detail}.",
+                         f"{first} read that {day} would be {w} in {t.region}, with {detail}."])
+        s2 = rng.choice([f"Before leaving the house, {P['subj']}", f"So {first}", f"That {day}, {first}",
+                         f"Before going to {rng.choice(PLACES)}, {P['subj']}"])
+        ends = lambda k: [_mc_fill(e, P) for e in MC_WEATHER[k]]
+        correct = rng.choice(ends(w))
+        return s1, s2, correct, _mc_distractors(rng, w, WEATHER, MC_WEATHER_CONFUSE, ends, correct)
+    if kind == "food":
+        many = rng.random() < 0.6
+        table = MC_FOOD_MANY if many else MC_FOOD_ONE
+        keys = list(table)
+        food = rng.choice(keys)
+        what = rng.choice([f"a basket of {food}", ingredient(rng, food)]) if many else ingredient(rng, food)
+        if not many and food in ("cheese", "pumpkin", "bread", "butter"):
+            what = rng.choice([f"a piece of {food}" if food != "bread" else "a loaf of bread", f"some {food}"])
+        s1 = rng.choice([f"{first} came home from the market in {t.name} with {what}.", f"On {day}, {first} {last} bought {what}.",
+                         f"A neighbour in {t.name} gave {first} {what}.", f"{first} found {what} in the larder."])
+        s2 = rng.choice([f"In the kitchen, {P['subj']}", f"That evening, {first}", f"Without wasting time, {P['subj']}",
+                         f"Humming to {P['refl']}, {first}"])
+        ends = lambda k: [_mc_fill(table[k], P)]
+        correct = ends(food)[0]
+        return s1, s2, correct, _mc_distractors(rng, food, keys, MC_FOOD_CONFUSE, ends, correct)
+    if kind == "pet":
+        kind_ = rng.choice(PET_KINDS)
+        pet = W.pet_names.pick(rng)
+        s1 = rng.choice([f"{first} {last} has {art(kind_)} called {pet}.", f"{pet} is the {kind_} that lives with {first} in {t.name}.",
+                         f"In {t.name}, {first} keeps {art(kind_)} named {pet}.",
+                         f"Every child on {first}'s street knows {pet}, {P['pos']} {rng.choice(ADJ_THING[:4])} {kind_}."])
+        s2 = rng.choice([f"Every morning, {pet}", f"Most days, {pet}", f"When the sun comes up, {pet}", f"On {plural(day)}, {pet}"])
+        correct = rng.choice(MC_PET[kind_])
+        return s1, s2, correct, _mc_distractors(rng, kind_, PET_KINDS, MC_PET_CONFUSE, lambda k: MC_PET[k], correct)
+    if kind == "hobby":
+        h = rng.choice(HOBBIES)
+        s1 = rng.choice([f"In {P['pos']} free time, {first} enjoys {h}.", f"{first} {last} has loved {h} since {P['subj']} was a child.",
+                         f"Everyone in {t.name} knows that {first}'s favourite pastime is {h}.",
+                         f"When work is done, {first} spends the evening {h}."])
+        s2 = rng.choice([f"Last {day}, {P['subj']}", f"On {P['pos']} day off, {first}", f"Yesterday {first}",
+                         f"Once the {rng.choice(['shop', 'workshop', 'school', 'stall'])} was closed, {P['subj']}"])
+        ends = lambda k: [_mc_fill(e, P) for e in MC_HOBBY[k]]
+        correct = rng.choice(ends(h))
+        return s1, s2, correct, _mc_distractors(rng, h, HOBBIES, MC_HOBBY_CONFUSE, ends, correct)
+    if kind == "mishap":
+        i = rng.randrange(len(MC_MISHAP))
+        name = first if rng.random() < 0.7 else f"{first} {last}"
+        s1 = cap(_mc_fill(MC_MISHAP[i][0], P).replace("{name}", name).replace("{town}", W.other_town(rng, t).name))
+        s2 = rng.choice([cap(P["subj"]), f"So {first}", f"Without a word, {P['subj']}", f"Sighing, {first}", f"At once {P['subj']}"])
+        ends = lambda k: [_mc_fill(MC_MISHAP[int(k)][1], P)]
+        keys = [str(j) for j in range(len(MC_MISHAP))]
+        correct = ends(str(i))[0]
+        return s1, s2, correct, _mc_distractors(rng, str(i), keys, [], ends, correct)
+    month = rng.choice(MONTHS)
+    season = MC_SEASON_OF_MONTH[month]
+    s1 = rng.choice([f"It was {month} in {t.name}.", f"One {day} in {month}, {first} {last} walked out of {t.name}.",
+                     f"{month} had come to {t.region}.", f"The letter from {t.name} was dated the {ordinal(rng.randrange(1, 29))} of {month}."])
+    s2 = rng.choice([f"In the fields around {t.name}, the farmers", "At this time of year, people", f"Along the {t.river}, families",
+                     "In the villages, the children"])
+    correct = rng.choice(MC_SEASON[season])
+    return s1, s2, correct, _mc_distractors(rng, season, list(MC_SEASON), [], lambda k: MC_SEASON[k], correct)
+
+
+def _mc_zh(W: World, rng: random.Random) -> tuple[str, str, str, list[str]] | None:
+    name = W.zh_name(rng)
+    place = W.zh_places.pick(rng)
+    kind = rng.choice(["prof", "prof", "animal", "weather"])
+    if kind == "prof":
+        prof = rng.choice(ZH_PROFS)
+        s1 = rng.choice([f"{name}是一名{prof}，住在{place}。", f"{name}在{place}当了{zh_num(rng.randrange(2, 30))}年的{prof}。",
+                         f"{place}的人都认识{prof}{name}。"])
+        s2 = rng.choice([f"每天早上，{name}", f"星期{rng.choice(ZH_WEEKDAY)}，{name}", f"吃完早饭以后，{name}"])
+        keys, ends = list(MC_ZH_PROF), (lambda k: [MC_ZH_PROF[k] + "。"])
+        key = prof
+    elif kind == "animal":
+        key = rng.choice(list(MC_ZH_ANIMAL))
+        s1 = rng.choice([f"{name}家养了一{MC_ZH_ANIMAL[key][0]}{key}。", f"{place}的{name}有一{MC_ZH_ANIMAL[key][0]}{key}。"])
+        s2 = rng.choice(["每天早上，它", "天一亮，它", "大多数时候，它"])
+        keys, ends = list(MC_ZH_ANIMAL), (lambda k: [MC_ZH_ANIMAL[k][1] + "。"])
+    else:
+        key = rng.choice(list(MC_ZH_WEATHER))
+        s1 = rng.choice([f"今天{place}{MC_ZH_WEATHER[key][0]}。", f"星期{rng.choice(ZH_WEEKDAY)}早上，{place}{MC_ZH_WEATHER[key][0]}。"])
+        s2 = rng.choice([f"出门的时候，{name}", f"去{rng.choice(ZH_PLACES)}之前，{name}"])
+        keys, ends = list(MC_ZH_WEATHER), (lambda k: [MC_ZH_WEATHER[k][1] + "。"])
+    correct = ends(key)[0]
+    return s1, s2, correct, _mc_distractors(rng, key, keys, MC_ZH_CONFUSE, ends, correct)
+
+
+def make_multiple_choice(W: World) -> dict:
+    def one(rng: random.Random, i: int) -> dict | None:
+        zh = rng.random() < 0.1
+        s1, s2, correct, wrong = _mc_zh(W, rng) if zh else _mc_en(W, rng)
+        if wrong is None:
+            return None
+        if not zh:  # Chinese endings carry their own full stop
+            correct, wrong = correct + ".", [w + "." for w in wrong]
+        label = rng.randrange(4)
+        endings = wrong[:label] + [correct] + wrong[label:]
+        assert len(set(endings)) == 4 and endings[label] == correct
+        rec = {"sent1": s1, "sent2": s2}
+        rec.update({f"ending{j}": e for j, e in enumerate(endings)})
+        rec["label"] = label
+        return rec
+
+    out = _split(one, 2000, 200, SEED + 60, key=lambda r: r["sent1"] + "|" + r["sent2"] + "|" + r[f"ending{r['label']}"])
+    for split, recs in out.items():
+        for j, rec in enumerate(recs):
+            ordered = {"id": f"{split}-{j:05d}"}
+            ordered.update(rec)
+            recs[j] = ordered
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------
@@ -2404,7 +2785,7 @@ def main(argv: list[str]) -> int:
 
 TASKS: list = [("summarization", make_summarization), ("translation", make_translation),
                  ("classification", make_classification), ("classification-pair", make_classification_pair),
-                 ("qa", make_qa)]
+                 ("qa", make_qa), ("multiple-choice", make_multiple_choice)]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -88,9 +88,12 @@ def guarded(fn):
             err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt as exc:
-            msg = str(exc) or "interrupted"
-            err_console.print(f"[yellow]interrupted:[/] {msg}; continue with --resume", soft_wrap=True)
-            raise typer.Exit(130) from None
+            from llmctl.train import Preempted
+
+            if _is_main_process():
+                msg = f"{exc}; continue with --resume" if isinstance(exc, Preempted) else "stopped"
+                err_console.print(f"[yellow]interrupted:[/] {msg}", soft_wrap=True)
+            raise typer.Exit(getattr(exc, "code", 130)) from None
 
     return wrapper
 
@@ -242,8 +245,14 @@ def _check_resume_compatible(r, run, resume: bool) -> None:
         )
 
 
-def _relaunch(n: int, accelerate_config: str) -> None:
-    """Re-run this very command under `accelerate launch` with n processes (minus --num-processes)."""
+def _relaunch(n: int, accelerate_config: str = "") -> None:
+    """Re-run this very command under `accelerate launch` with n processes (minus --num-processes).
+
+    While the workers run, SIGINT and SIGTERM sent to this process are passed on to the launcher (which passes
+    them to the workers), and this process keeps waiting: the workers stop together at a step boundary and save
+    a checkpoint, rather than being killed with the launcher.
+    """
+    import signal
     import subprocess
 
     argv = sys.argv[1:]
@@ -264,10 +273,24 @@ def _relaunch(n: int, accelerate_config: str) -> None:
     else:
         cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += ["-m", "llmctl", *cleaned]
-    console.print(f"launching {n} processes: accelerate launch --num_processes {n} -m llmctl {' '.join(cleaned)}")
-    code = subprocess.call(cmd)
+    err_console.print(f"launching {n} processes: accelerate launch --num_processes {n} -m llmctl "
+                      f"{' '.join(cleaned)}", soft_wrap=True)
+    child = subprocess.Popen(cmd)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if code:
-        raise typer.Exit(code)
+        raise typer.Exit(128 + received[0] if received else code)
 
 
 # -------------------------------------------------------------------------------------------------- finetune
@@ -278,7 +301,8 @@ def _relaunch(n: int, accelerate_config: str) -> None:
 def finetune(
     recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe [default: recipes/<task>.toml].",
                                                       show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option(help="summarization, translation, classification or qa.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="summarization, translation, classification, qa or "
+                                                     "multiple_choice.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model directory or hub id (overrides model.path).")] = None,
     data_: Annotated[Optional[str], typer.Option("--data", help="Training file (overrides data.train_files).")] = None,
     set_: SetOpt = None,
@@ -288,7 +312,7 @@ def finetune(
     overwrite: OverwriteOpt = False,
     num_processes: ProcsOpt = 1,
 ):
-    """Fine-tune a model on a task: summarization, translation, classification or extractive QA.
+    """Fine-tune a model on a task: summarization, translation, classification, extractive QA or multiple choice.
 
     Any model family: decoder-only (e.g. the model `llmctl pretrain` made), encoder-decoder (T5, BART, Marian)
     or encoder-only (BERT-like, for classification and QA). [bold]Examples:[/]
@@ -331,7 +355,8 @@ def eval_(
     ] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON to this file (predictions "
                                                         "go next to it as <name>.predictions.jsonl).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per forward pass [default: the "
+                                                                  "run's generation.batch_size, else 16].")] = None,
     block_size: Annotated[
         Optional[int], typer.Option(min=2, help="Perplexity: tokens per block for text files [default: context].")
     ] = None,
@@ -340,6 +365,7 @@ def eval_(
     ] = None,
     num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width.")] = None,
     text_column: Annotated[str, typer.Option(help="Perplexity: text column of JSONL/CSV/Parquet files.")] = "text",
+    num_processes: ProcsOpt = 1,
 ):
     """Evaluate a model with one or more metrics, or score an existing predictions file.
 
@@ -350,14 +376,20 @@ def eval_(
         llmctl eval --metric perplexity --model runs/gpt-small/final --data runs/gpt-small/data/validation
         llmctl eval --metric sacrebleu --metric chrf --model runs/translation/final --data valid.jsonl
         llmctl eval --predictions preds.jsonl --metric squad
+        llmctl eval --model runs/summarization/final --num-processes 2
     """
     from llmctl import evaluate_cli
 
+    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch(num_processes)
+        return
     result = evaluate_cli.run(
         metrics=metric or [], model=model, data=data_, task=task, predictions=predictions, output=output,
         batch_size=batch_size, block_size=block_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
         text_column=text_column, console=console,
     )
+    if not _is_main_process():
+        return
     _print_metrics(result)
     if output is not None:
         from llmctl import runs
@@ -383,6 +415,7 @@ def summarize(
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation cap [default: the model's].")] = None,
     num_beams: Annotated[int, typer.Option(min=1, help="Beam search width.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per generation batch.")] = 8,
+    num_processes: ProcsOpt = 1,
 ):
     """Summarize documents with a fine-tuned model.
 
@@ -390,6 +423,7 @@ def summarize(
 
         llmctl summarize --model runs/summarization/final docs/*.txt --output summaries.jsonl
         cat article.txt | llmctl summarize -
+        llmctl summarize --model runs/summarization/final docs/ --output s.jsonl --num-processes 2
     """
     from llmctl import runs
     from llmctl.data import DataError
@@ -401,13 +435,16 @@ def summarize(
         if last is None:
             raise DataError("no --model given and no finished summarization run under runs/")
         model = str(last / "final")
+    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch(num_processes)
+        return
     from llmctl.summarize import run_summarize
 
     overrides = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "batch_size": batch_size}
     done = run_summarize(modeling_path(model), list(inputs or []), output=output, fmt=fmt, settings=None,
                          text_column=text_column, id_column=id_column, console=console if output else None,
                          stdin=sys.stdin, overrides=overrides)
-    if output is not None:
+    if output is not None and _is_main_process():
         console.print(f"summarize: {done['done']} new, {done['skipped']} already in {output}")
 
 

@@ -1,8 +1,18 @@
-"""Loss and perplexity of a causal LM over a split; task metrics are added by later stages."""
+"""Evaluation as its own stage: perplexity of a causal LM, and a task's metrics over a split, on every process.
+
+Every process predicts its share of the examples (round robin, padded to equal counts so that sharded models
+step together) on the accelerator's device; the predictions are gathered with their positions, so every
+process holds them all in input order, and the metrics are computed from them. `load_model_dir` is the one way
+a finished model is loaded (its task, spec, tokenizer and the run's recipe), used by `eval`, `summarize` and the
+final evaluation of `finetune`.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def causal_lm_evaluator(accelerator, dataset, collate, *, batch_size: int, max_batches: int = 0):
@@ -95,148 +105,83 @@ def perplexity(model_path: str, data_path, *, batch_size: int, block_size: int |
 # ------------------------------------------------------------------------------------------------ task metrics
 
 
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def shard_map(accelerator, items: list, fn) -> list:
+    """fn over `items` with every process taking its share; the results of all, in input order, on every process.
 
-
-def predict(s, model, examples: list[dict], *, where: list[str] | None = None, progress=None) -> dict:
-    """Run a fine-tuned model over examples: {"predictions", "references", "metric_inputs", "capped"}.
-
-    `s` is a finetune.Setup or an equivalent object with task, kind, family, tokenizer, recipe, labels,
-    max_new_tokens and context.
+    Process r takes items r, r + N, r + 2N, ... (so every process sees a similar mix of lengths), padded with a
+    repeat of its last item to the same count on every process, because a sharded model (FSDP, ZeRO-3) needs all
+    processes to run the same number of forward passes. `fn(shard) -> list` returns one result per item.
     """
-    import torch
+    from accelerate.utils import gather_object
 
-    model.eval()
-    tok = s.tokenizer
-    if s.kind == "generate":
-        from llmctl.finetune import prompt_of, source_budget
-        from llmctl.generation import GenerationSettings, generate
-        from llmctl.tasks import generative
-
-        g, d = s.recipe.generation, s.recipe.data
-        budget = source_budget(s.recipe, s.family, s.context, s.max_new_tokens)
-        inputs = generative.model_inputs(examples, tok, family=s.family, prompt=prompt_of(s.recipe, s.task),
-                                         source_prefix=d.source_prefix, source_budget=budget)
-        settings = GenerationSettings(
-            max_new_tokens=s.max_new_tokens, num_beams=g.num_beams, do_sample=g.do_sample,
-            temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-            no_repeat_ngram_size=g.no_repeat_ngram_size, batch_size=g.batch_size, max_source_length=budget,
-        )
-        report = generate(model, tok, inputs, settings, progress=progress, seed=s.recipe.seed)
-        preds = [p.strip() for p in report.outputs]
-        refs = [ex["target"] for ex in examples]
-        return {"predictions": preds, "references": refs, "metric_inputs": (preds, refs), "capped": report.capped,
-                "report": report}
-    if s.kind == "classify":
-        from llmctl.tasks import classification
-
-        id2label = {int(k): v for k, v in model.config.id2label.items()}
-        label2id = {v: k for k, v in id2label.items()}
-        gold = classification.label_ids(examples, where or ["validation"] * len(examples), label2id)
-        length = s.recipe.data.max_source_length if s.context is None else min(s.recipe.data.max_source_length, s.context)
-        feats = classification.features(examples, gold, tok, max_length=length)
-        collate = classification.collator(tok.pad_token_id)
-        pred_ids = []
-        with torch.no_grad():
-            for rows in _batches(feats, 32):
-                batch = collate(rows)
-                batch.pop("labels")
-                logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits
-                pred_ids += logits.argmax(-1).tolist()
-                if progress:
-                    progress(len(rows))
-        return {"predictions": [id2label[i] for i in pred_ids], "references": [id2label[i] for i in gold],
-                "metric_inputs": (pred_ids, gold), "capped": None}
-    from llmctl.tasks import qa
-
-    length = s.recipe.data.max_source_length if s.context is None else min(s.recipe.data.max_source_length, s.context)
-    cols = qa.prepare_eval_features(examples, tok, max_length=length,
-                                    doc_stride=min(s.recipe.data.doc_stride, length // 2))
-    rows = [dict(zip(cols, r)) for r in zip(*cols.values())]
-    collate = qa.collator(tok.pad_token_id)
-    starts, ends = [], []
-    with torch.no_grad():
-        for chunk in _batches(rows, 32):
-            batch = collate(chunk)
-            out = model(**{k: v.to(model.device) for k, v in batch.items()})
-            for i, r in enumerate(chunk):
-                n = len(r["input_ids"])
-                starts.append(out.start_logits[i, :n].float().tolist())
-                ends.append(out.end_logits[i, :n].float().tolist())
-            if progress:
-                progress(len(chunk))
-    has_impossible = any(not ex["answers"]["text"] for ex in examples)
-    preds = qa.postprocess(examples, cols, starts, ends, allow_impossible=has_impossible)
-    refs = qa.references(examples)
-    return {"predictions": [p["prediction_text"] for p in preds],
-            "references": [r["answers"]["text"] for r in refs],
-            "metric_inputs": (preds, refs), "capped": None}
-
-
-def score(names: list[str], metric_inputs: tuple, kwargs: dict) -> dict:
-    """Each metric over the predictions, flattened to `metric.key` -> value."""
-    from llmctl import metrics as metric_mod
-
-    preds, refs = metric_inputs
-    out = {}
-    for name in names:
-        p, r = preds, refs
-        if name in ("squad", "squad_v2") and p and isinstance(p[0], dict):
-            from llmctl.tasks import qa
-
-            p = qa.metric_predictions(p, name)
-        elif p and isinstance(p[0], dict):  # QA predictions scored by a text metric (exact_match, f1 ...)
-            p = [x["prediction_text"] for x in p]
-            r = [x["answers"]["text"][0] if x["answers"]["text"] else "" for x in r]
-        result = metric_mod.compute(name, p, r, **kwargs.get(name, {}))
-        for key, value in result.items():
-            out[f"{name}.{key}"] = value
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if world == 1:
+        return list(fn(items))
+    mine = list(range(rank, len(items), world))
+    count = -(-len(items) // world)
+    padded = mine + [mine[-1] if mine else 0] * (count - len(mine)) if items else []
+    results = list(fn([items[i] for i in padded])) if padded else []
+    pairs = [(i, r) for i, r in zip(padded[: len(mine)], results)]
+    out = [None] * len(items)
+    for i, r in gather_object(pairs):
+        out[i] = r
     return out
 
 
-def task_evaluator(s, names: list[str], kwargs: dict, *, accelerator, max_samples: int = 0):
-    """`evaluate(model, final=False)` for fit(): validation loss (teacher forcing) and the task metrics.
-
-    Metrics are computed on the main process (generation is sequential per batch anyway) and shared with the
-    others, so every process takes the same best-checkpoint and early-stopping decisions.
-    """
-    from accelerate.utils import broadcast_object_list
-
-    loss_fn = _loss_evaluator(s, accelerator)
-
-    def evaluate(model, final: bool = False) -> dict:
-        metrics = {"loss": loss_fn(model)}
-        payload = [None]
-        if accelerator.is_main_process:
-            examples = s.val_examples if final or not max_samples else s.val_examples[:max_samples]
-            where = s.val_where[: len(examples)]
-            out = predict(s, accelerator.unwrap_model(model), examples, where=where)
-            payload = [score(names, out["metric_inputs"], kwargs)]
-        if accelerator.num_processes > 1:
-            broadcast_object_list(payload)
-        metrics.update(payload[0])
-        model.train()
-        return metrics
-
-    return evaluate
+def synced(accelerator) -> bool:
+    """Whether forward passes are collectives (sharded parameters), so generation must keep processes in step."""
+    return str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED")
 
 
-def _loss_evaluator(s, accelerator):
+def predict(accelerator, task, model, tokenizer, spec, settings, examples: list[dict], where: list[str], *,
+            seed: int = 0):
+    """The task's predictions for `examples` on every process, in input order (a Predictions)."""
+    from llmctl.tasks.base import Predictions
+
+    options = {**task.prediction_options(examples), "seed": seed, "synced_gpus": synced(accelerator)}
+
+    def run(shard):
+        got = task.predict(model, [examples[i] for i in shard], [where[i] for i in shard], tokenizer, spec,
+                           settings, **options)
+        flags = got.capped or [False] * len(got.items)
+        return list(zip(got.items, flags))
+
+    pairs = shard_map(accelerator, list(range(len(examples))), run)
+    return Predictions([p for p, _ in pairs], capped=[c for _, c in pairs] if task.generates else [])
+
+
+def generation_settings(cfg, spec, **overrides):
+    """GenerationSettings from a recipe's [generation] section and the spec's lengths; None overrides ignored."""
+    from llmctl.generation import GenerationSettings
+
+    values = dict(max_new_tokens=spec.max_new_tokens or 1, num_beams=cfg.num_beams, do_sample=cfg.do_sample,
+                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                  no_repeat_ngram_size=cfg.no_repeat_ngram_size, batch_size=cfg.batch_size,
+                  max_source_length=spec.max_source_length)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GenerationSettings(**values)
+
+
+def metric_names(task, requested) -> list[str]:
+    from llmctl import metrics as metric_mod
+
+    return [metric_mod.resolve_name(m) for m in (requested or task.default_metrics)]
+
+
+def loss_evaluator(accelerator, task, features: list[dict], collate, *, batch_size: int = 16):
     """Mean validation loss per batch as the model computes it (its `.loss`), over all processes."""
     import torch
     from torch.utils.data import DataLoader
 
-    feats = validation_features(s)
-    loader = accelerator.prepare(DataLoader(feats, batch_size=16, shuffle=False, collate_fn=s.collate))
+    loader = accelerator.prepare(DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collate))
 
     def loss(model) -> float:
         model.eval()
         total, n = 0.0, 0
         with torch.no_grad():
             for batch in loader:
-                value = model(**batch).loss.detach().float().reshape(1)
+                with accelerator.autocast():
+                    value = model(**batch).loss.detach().float().reshape(1)
                 value = accelerator.gather_for_metrics(value)
                 total += float(value.sum())
                 n += value.numel()
@@ -245,89 +190,117 @@ def _loss_evaluator(s, accelerator):
     return loss
 
 
-def validation_features(s) -> list[dict]:
-    """The validation split as training features (for the teacher-forced validation loss)."""
-    from llmctl.finetune import prompt_of, source_budget
+def task_evaluator(accelerator, task, spec, tokenizer, examples: list[dict], where: list[str], *, names: list[str],
+                   kwargs: dict, settings, max_samples: int = 0, seed: int = 0):
+    """`evaluate(model, final=False)` for fit(): validation loss (teacher forcing) and the task metrics.
 
-    d = s.recipe.data
-    if s.kind == "generate":
-        from llmctl.tasks import generative
+    Every process predicts its share; the metrics are computed from the gathered predictions on every process,
+    so all take the same best-checkpoint and early-stopping decisions without another collective.
+    """
+    features, _ = task.features(examples, where, tokenizer, spec)
+    loss_fn = loss_evaluator(accelerator, task, features, task.collator(tokenizer.pad_token_id))
 
-        budget = source_budget(s.recipe, s.family, s.context, s.max_new_tokens)
-        inputs = generative.model_inputs(s.val_examples, s.tokenizer, family=s.family,
-                                         prompt=prompt_of(s.recipe, s.task), source_prefix=d.source_prefix,
-                                         source_budget=budget)
-        feats, _ = generative.features(s.val_examples, inputs, s.tokenizer, family=s.family,
-                                       max_source_length=d.max_source_length, max_target_length=d.max_target_length)
-        if s.context is not None:
-            feats = [{k: v[: s.context] for k, v in f.items()} for f in feats]
-        return feats
-    length = d.max_source_length if s.context is None else min(d.max_source_length, s.context)
-    if s.kind == "classify":
-        label2id = {str(v): i for i, v in enumerate(s.labels)}
-        ids = s.task.label_ids(s.val_examples, s.val_where, label2id)
-        return s.task.features(s.val_examples, ids, s.tokenizer, max_length=length)
-    cols = s.task.prepare_train_features(s.val_examples, s.tokenizer, max_length=length,
-                                         doc_stride=min(d.doc_stride, length // 2))
-    return [dict(zip(cols, r)) for r in zip(*cols.values())]
+    def evaluate(model, final: bool = False) -> dict:
+        metrics = {"loss": loss_fn(model)}
+        n = len(examples) if final or not max_samples else min(max_samples, len(examples))
+        got = predict(accelerator, task, accelerator.unwrap_model(model), tokenizer, spec, settings,
+                      examples[:n], where[:n], seed=seed)
+        metrics.update(task.score(names, got.items, examples[:n], where[:n], spec, kwargs))
+        model.train()
+        return metrics
+
+    return evaluate
 
 
-def evaluate_setup(s, model, names: list[str], kwargs: dict, *, predictions_path, console=None,
-                   examples: list[dict] | None = None, where: list[str] | None = None) -> dict:
-    """The full evaluation of a model: metrics, and predictions next to references as JSON Lines."""
-    import json
+# ------------------------------------------------------------------------------------------------ loading
 
-    from rich.progress import Progress
 
+@dataclass
+class Loaded:
+    """A finished model as its run used it: the task, the spec, the tokenizer, and the run's recipe if any."""
+
+    path: str
+    model: object
+    tokenizer: object
+    task: object
+    spec: object
+    run_dir: Path | None
+    recipe: object | None
+
+
+def run_dir_of(model_dir: str) -> Path | None:
+    """The run directory a model directory (runs/X/final) belongs to, if it is one."""
+    parent = Path(model_dir).parent
+    return parent if (parent / "recipe.toml").exists() and (parent / "results.json").exists() else None
+
+
+def load_model_dir(path: str, *, task_name: str | None = None, device=None) -> Loaded:
+    """Load a finished model with the head its task needs, on `device`. The task comes from the model's
+    config.llmctl, else `task_name`; a model from elsewhere that records none needs it."""
+    from llmctl import data, modeling
+    from llmctl import recipe as recipe_mod
+    from llmctl import tasks as registry
+    from llmctl import tokenizer as tok_mod
+
+    config = modeling.load_config(path)
+    info = getattr(config, "llmctl", None) or {}
+    if not isinstance(info, dict):
+        raise modeling.ModelError(f"{path}: config.json 'llmctl' must be an object, got {type(info).__name__}")
+    name = task_name or info.get("task")
+    if name is None:
+        raise data.DataError(f"{path}: the model records no task; pass --task ({', '.join(registry.finetunable())})")
+    if name not in registry.REGISTRY or not registry.get(name).finetunable:
+        raise data.DataError(f"--task {name}: unknown task; valid tasks: {', '.join(registry.finetunable())}")
+    task = registry.get(name)
+    if info.get("task") not in (None, name):
+        raise data.DataError(f"{path}: the model was trained for {info['task']}, not {name}")
+    fam = modeling.check_task_family(task, config, path)
+    context = None if fam == "seq2seq" else modeling.context_length(config)
+    spec = task.spec_from_info(info, config, fam, context)
+    model = modeling.load_pretrained(path, task.auto_class(fam))
+    tokenizer = tok_mod.load(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model.to(device)
+    model.eval()
+    run_dir = run_dir_of(path)
+    recipe = recipe_mod.load(run_dir / "recipe.toml") if run_dir is not None else None
+    return Loaded(path, model, tokenizer, task, spec, run_dir, recipe)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_model(accelerator, loaded: Loaded, examples: list[dict], where: list[str], *, names: list[str],
+                   kwargs: dict, settings, predictions_path: Path | None, console=None, seed: int = 0) -> dict:
+    """The full evaluation of a model on every process: metrics, and (main process) predictions next to
+    references as JSON Lines."""
     from llmctl import runs
+    from llmctl.generation import GenerationReport, cap_warning
 
-    examples = s.val_examples if examples is None else examples
-    where = s.val_where if where is None else where
-    with Progress(console=console, transient=True, disable=console is None or not console.is_terminal) as bar:
-        task = bar.add_task("predict", total=len(examples))
-        out = predict(s, model, examples, where=where, progress=lambda n: bar.advance(task, n))
-    metrics = score(names, out["metric_inputs"], kwargs)
-    lines = []
-    for i, (ex, p, r) in enumerate(zip(examples, out["predictions"], out["references"])):
-        row = {"id": ex.get("id", i)}
-        for key in ("source", "text", "text_pair", "question"):
-            if key in ex:
-                row[key] = ex[key]
-        row.update(prediction=p, reference=r)
-        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    if predictions_path is not None:
-        runs.write_text(predictions_path, "".join(lines))
-    result = {"metrics": metrics, "capped": out["capped"], "examples": len(examples)}
-    report = out.get("report")
-    if report is not None and console is not None:
-        from llmctl.generation import cap_warning
-
-        warning = cap_warning(report, s.max_new_tokens)
-        if warning:
-            console.print(f"[yellow]warning:[/] {warning}")
-    return result
+    task, spec = loaded.task, loaded.spec
+    got = predict(accelerator, task, loaded.model, loaded.tokenizer, spec, settings, examples, where, seed=seed)
+    metrics = task.score(names, got.items, examples, where, spec, kwargs)
+    capped = sum(got.capped) if task.generates else None
+    if accelerator.is_main_process:
+        if predictions_path is not None:
+            lines = []
+            for i, (ex, pred) in enumerate(zip(examples, got.items)):
+                row = {"id": ex.get("id", i), **task.row(ex, pred, spec)}
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            runs.write_text(predictions_path, "".join(lines))
+        if capped is not None and console is not None:
+            report = GenerationReport(outputs=got.items, capped=capped, total=len(examples))
+            warning = cap_warning(report, settings.max_new_tokens)
+            if warning:
+                console.print(f"[yellow]warning:[/] {warning}")
+    return {"metrics": metrics, "capped": capped, "examples": len(examples)}
 
 
-def baseline(s, names: list[str], kwargs: dict) -> dict:
-    """The task's trivial baseline on the validation split, scored like the model, so that results say how
-    far above it the model is: lead sentence (summarization), copy the source (translation), the majority
-    training label (classification), always "no answer" (QA)."""
-    import re
-    from collections import Counter
-
-    examples = s.val_examples
-    if s.kind == "generate":
-        if s.recipe.task == "summarization":
-            preds = [re.split(r"(?<=[.!?。！？])\s*|\n", ex["source"].strip(), maxsplit=1)[0] for ex in examples]
-        else:
-            preds = [ex["source"] for ex in examples]
-        return score(names, (preds, [ex["target"] for ex in examples]), kwargs)
-    if s.kind == "classify":
-        label2id = {str(v): i for i, v in enumerate(s.labels)}
-        gold = [label2id.get(str(ex["label"]), -1) for ex in examples]
-        majority = Counter(str(ex["label"]) for ex in s.train_examples).most_common(1)[0][0]
-        return score(names, ([label2id[majority]] * len(gold), gold), kwargs)
-    from llmctl.tasks import qa
-
-    preds = [{"id": str(ex["id"]), "prediction_text": "", "no_answer_probability": 1.0} for ex in examples]
-    return score(names, (preds, qa.references(examples)), kwargs)
+def baseline(task, spec, train: list[dict], examples: list[dict], where: list[str], names: list[str],
+             kwargs: dict) -> dict:
+    """The task's trivial baseline on the validation split, scored like the model, so that results say how far
+    above it the model is: lead sentence (summarization), copy the source (translation), the majority training
+    label (classification, multiple choice), always "no answer" (QA). No model: any process may compute it."""
+    return task.score(names, task.baseline(train, examples, spec), examples, where, spec, kwargs)

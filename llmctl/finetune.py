@@ -1,16 +1,20 @@
-"""`llmctl finetune`: one recipe format for summarization, translation, classification and extractive QA,
-whatever the model family. Set up -> fit (the shared loop) -> pick the best checkpoint -> export -> evaluate.
+"""`llmctl finetune`: one recipe format for every task in `llmctl.tasks`, whatever the model family.
+Set up -> fit (the shared loop) -> export the best checkpoint -> evaluate it (`llmctl.evaluation`).
+
+Nothing here depends on which task runs: the task object says how records become features, which head the model
+needs, how outputs become predictions, its metrics and its baseline.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl import data, modeling, runs
-from llmctl import tasks as task_registry
+from llmctl import tasks as registry
 
 
 class FinetuneError(Exception):
@@ -19,22 +23,18 @@ class FinetuneError(Exception):
 
 @dataclass
 class Setup:
-    """Everything a fine-tuning run (and a later `eval` of it) needs, built from a recipe."""
+    """Everything a fine-tuning run needs, built from a recipe."""
 
     recipe: object
     task: object
-    kind: str
-    family: str
+    spec: object
     tokenizer: object
     model: object
     train_examples: list
+    train_where: list
     val_examples: list
     val_where: list
     train_features: list
-    collate: object
-    labels: list | None
-    max_new_tokens: int | None
-    context: int | None
     skipped: int
     cut_targets: int
 
@@ -47,12 +47,11 @@ def resolve(recipe_path: Path | None, *, task: str | None, model: str | None, da
     """The recipe of `finetune [RECIPE] [--task T] [--model M] [--data F] [--set ...]`."""
     from llmctl import recipe as recipe_mod
 
+    valid = ", ".join(registry.finetunable())
     if recipe_path is None:
         if task is None:
-            raise recipe_mod.RecipeError(["give a recipe file or --task (summarization, translation, "
-                                          "classification, qa)"])
-        if task not in task_registry.REGISTRY or task == "causal_lm":
-            valid = ", ".join(t for t in task_registry.REGISTRY if t != "causal_lm")
+            raise recipe_mod.RecipeError([f"give a recipe file or --task ({valid})"])
+        if task not in registry.finetunable():
             raise recipe_mod.RecipeError([f"--task {task}: unknown task; valid tasks: {valid}"])
         recipe_path = Path("recipes") / f"{task}.toml"
     extra = list(sets)
@@ -80,197 +79,118 @@ def _toml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def task_of(recipe):
+    task = registry.get(recipe.task)
+    if not task.finetunable:
+        raise FinetuneError(f"task {recipe.task} is trained by `llmctl pretrain`; set task to one of "
+                            f"{', '.join(registry.finetunable())}")
+    return task
+
+
 # ----------------------------------------------------------------------------------------------------- set up
 
 
-def _texts_for_tokenizer(kind: str, examples: list[dict]):
-    for ex in examples:
-        if kind == "generate":
-            yield ex["source"]
-            yield ex["target"]
-        elif kind == "classify":
-            yield ex["text"]
-            if "text_pair" in ex:
-                yield ex["text_pair"]
-        else:
-            yield ex["question"]
-            yield ex["context"]
-
-
-def _split(examples: list, where: list, fraction: float, seed: int):
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * fraction))
-    if len(order) - n_val < 1:
-        raise data.DataError(f"{where[0].rsplit(':', 1)[0]}: too few records to hold out a validation split")
-    val, train = sorted(order[:n_val]), sorted(order[n_val:])
-    return [examples[i] for i in train], [where[i] for i in train], [examples[i] for i in val], [where[i] for i in val]
-
-
-def setup(recipe, run: runs.Run | None, console=None) -> Setup:
-    from llmctl import tokenizer as tok_mod
-
-    say = console.print if console is not None else (lambda *a, **k: None)
-    if recipe.task == "causal_lm":
-        raise FinetuneError("task causal_lm is trained by `llmctl pretrain`; set task to summarization, "
-                            "translation, classification or qa")
-    task = task_registry.get(recipe.task)
-    kind = task.KIND
+def read_splits(recipe, task):
+    """(train, train_where, validation, validation_where, skipped): the recipe's files normalized by the task;
+    without validation files, `data.validation_fraction` of the training records is held out (seeded)."""
     d = recipe.data
     if not d.train_files:
         raise data.DataError("data.train_files is empty: fine-tuning reads local files")
-    train_ex, train_where = data.read_examples(list(d.train_files), task.normalize, d)
+    train, train_where = data.read_examples(list(d.train_files), task.normalize, d)
     if d.validation_files:
-        val_ex, val_where = data.read_examples(list(d.validation_files), task.normalize, d)
+        val, val_where = data.read_examples(list(d.validation_files), task.normalize, d)
     else:
-        train_ex, train_where, val_ex, val_where = _split(train_ex, train_where, d.validation_fraction, recipe.seed)
+        order = list(range(len(train)))
+        random.Random(recipe.seed).shuffle(order)
+        n_val = max(1, round(len(order) * d.validation_fraction))
+        if len(order) - n_val < 1:
+            raise data.DataError(f"{train_where[0].rsplit(':', 1)[0]}: too few records to hold out a validation split")
+        held, kept = sorted(order[:n_val]), sorted(order[n_val:])
+        val, val_where = [train[i] for i in held], [train_where[i] for i in held]
+        train, train_where = [train[i] for i in kept], [train_where[i] for i in kept]
+    train, train_where, skipped = task.clean(train, train_where)
+    val, val_where, val_skipped = task.clean(val, val_where)
+    return train, train_where, val, val_where, skipped + val_skipped
 
-    skipped = 0
-    if kind == "span":
-        train_ex, skipped = task.check_answers(train_ex, train_where)
-        val_ex_kept, val_skipped = task.check_answers(val_ex, val_where)
-        kept = {id(ex) for ex in val_ex_kept}
-        val_where = [w for w, ex in zip(val_where, val_ex) if id(ex) in kept]
-        val_ex = val_ex_kept
-        skipped += val_skipped
-        if skipped:
-            say(f"[yellow]warning:[/] skipped {skipped} QA records whose answer is not in the context at "
-                "answer_start")
 
-    source = recipe.tokenizer.path or recipe.model.path
-    if source:
-        tokenizer = tok_mod.load(source)
-    else:
-        t = recipe.tokenizer
-        say(f"finetune: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on the training split")
-        tokenizer = tok_mod.train_bpe(_texts_for_tokenizer(kind, train_ex), vocab_size=t.vocab_size,
-                                      min_frequency=t.min_frequency, eos_token=t.eos_token, pad_token=t.pad_token,
-                                      extra_special_tokens=t.extra_special_tokens, show_progress=False)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise FinetuneError(f"{source}: the tokenizer has neither a pad nor an EOS token")
-        tokenizer.pad_token = tokenizer.eos_token
+def tokenizer_for(recipe, task, train: list[dict], run: runs.Run, accelerator, *, resume: bool, say):
+    """The run's tokenizer: the recipe's or the model's, or a BPE trained on the training split. It is made once,
+    by the main process, and saved in the run; the other processes (and a resumed run) load that copy."""
+    from llmctl import tokenizer as tok_mod
 
-    labels = None
-    if kind == "classify":
-        labels = task.label_map(train_ex)
-        if len(labels) < 2:
-            raise data.DataError(f"{d.train_files[0]}: classification needs at least two labels, found {labels}")
-    config = modeling.task_config(recipe, tokenizer, labels=labels, families=task.FAMILIES)
+    if accelerator.is_main_process:
+        source = recipe.tokenizer.path or recipe.model.path
+        if resume and (run.tokenizer / "tokenizer.json").exists():
+            tokenizer = tok_mod.load(str(run.tokenizer))
+        elif source:
+            tokenizer = tok_mod.load(source)
+        else:
+            t = recipe.tokenizer
+            say(f"finetune: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on the training split")
+            tokenizer = tok_mod.train_bpe(task.tokenizer_texts(train), vocab_size=t.vocab_size,
+                                          min_frequency=t.min_frequency, eos_token=t.eos_token,
+                                          pad_token=t.pad_token, extra_special_tokens=t.extra_special_tokens,
+                                          show_progress=False)
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise FinetuneError(f"{source}: the tokenizer has neither a pad nor an EOS token")
+            tokenizer.pad_token = tokenizer.eos_token
+        tmp = run.tokenizer.with_name(run.tokenizer.name + ".tmp")
+        runs.remove(tmp)
+        tokenizer.save_pretrained(tmp)
+        runs.remove(run.tokenizer)
+        tmp.rename(run.tokenizer)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        tokenizer = tok_mod.load(str(run.tokenizer))
+    return tokenizer
+
+
+def setup(recipe, run: runs.Run, accelerator, *, resume: bool = False, console=None) -> Setup:
+    say = console.print if console is not None else (lambda *a, **k: None)
+    task = task_of(recipe)
+    train, train_where, val, val_where, skipped = read_splits(recipe, task)
+    if skipped:
+        say(f"[yellow]warning:[/] skipped {skipped} records that {task.name} cannot learn from "
+            "(for QA: the answer is not in the context at answer_start)")
+    tokenizer = tokenizer_for(recipe, task, train, run, accelerator, resume=resume, say=say)
+
+    # The family decides the head; the head's settings (labels) come from the spec, which needs the context.
+    probe = modeling.task_config(recipe, task, tokenizer)
     origin = recipe.model.path or f"model.arch {recipe.model.arch!r}"
-    fam = modeling.check_task_family(recipe.task, task.FAMILIES, config, origin)
-    model = modeling.task_model(recipe, config, recipe.task, fam, recipe.seed)
+    fam = modeling.check_task_family(task, probe, origin)
+    context = None if fam == "seq2seq" else modeling.context_length(probe)
+    spec = task.spec(recipe, tokenizer, train, fam, context, say)
+    config = modeling.task_config(recipe, task, tokenizer, extra=task.config_overrides(spec))
+    model = modeling.task_model(recipe, config, task.auto_class(fam), recipe.seed)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise modeling.ModelError(f"{origin}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
                                   f"only {model.get_input_embeddings().num_embeddings}")
-    context = modeling.context_length(model.config)
-    if fam == "seq2seq":
-        context = None  # the encoder and decoder lengths are separate; T5 has no fixed limit
-    pad = tokenizer.pad_token_id
-
-    max_new = None
-    cut = 0
-    if kind == "generate":
-        from llmctl.generation import derive_max_new_tokens
-        from llmctl.tasks import generative
-
-        lengths = generative.target_lengths(train_ex, tokenizer, fam)
-        ceiling = recipe.data.max_target_length + 1
-        if fam == "causal" and context is not None:
-            ceiling = min(ceiling, context // 2)  # a decoder-only model shares its context with the prompt
-        max_new = recipe.generation.max_new_tokens or derive_max_new_tokens(lengths, ceiling=ceiling)
-        if max_new < max(lengths):
-            say(f"[yellow]warning:[/] the longest training target has {max(lengths)} tokens; generation stops "
-                f"at {max_new} (the model's context is {context})")
-        budget = source_budget(recipe, fam, context, max_new)
-        inputs = generative.model_inputs(train_ex, tokenizer, family=fam, prompt=prompt_of(recipe, task),
-                                         source_prefix=d.source_prefix, source_budget=budget)
-        max_target = d.max_target_length if context is None else min(d.max_target_length, max(1, context - budget))
-        feats, cut = generative.features(train_ex, inputs, tokenizer, family=fam,
-                                         max_source_length=d.max_source_length, max_target_length=max_target)
-        if context is not None:
-            feats = [{k: v[:context] for k, v in f.items()} for f in feats]
-        collate = generative.collator(pad)
-        if cut:
-            say(f"[yellow]warning:[/] {cut} of {len(train_ex)} training targets are longer than "
-                f"{max_target} tokens and were cut (data.max_target_length)")
-    elif kind == "classify":
-        label2id = {str(v): i for i, v in enumerate(labels)}
-        ids = task.label_ids(train_ex, train_where, label2id)
-        length = min(d.max_source_length, context or d.max_source_length)
-        feats = task.features(train_ex, ids, tokenizer, max_length=length)
-        collate = task.collator(pad)
-    else:
-        length = min(d.max_source_length, context or d.max_source_length)
-        cols = task.prepare_train_features(train_ex, tokenizer, max_length=length,
-                                           doc_stride=min(d.doc_stride, length // 2))
-        feats = [dict(zip(cols, row)) for row in zip(*cols.values())]
-        collate = task.collator(pad)
-
-    model = _maybe_lora(recipe, model, fam)
-    return Setup(recipe, task, kind, fam, tokenizer, model, train_ex, val_ex, val_where, feats, collate, labels,
-                 max_new, context, skipped, cut)
+    feats, cut = task.features(train, train_where, tokenizer, spec)
+    if cut:
+        say(f"[yellow]warning:[/] {cut} of {len(train)} training targets are longer than "
+            f"{spec.max_target_length} tokens and were cut (data.max_target_length)")
+    model = _maybe_lora(recipe, task, model, fam, accelerator)
+    return Setup(recipe, task, spec, tokenizer, model, train, train_where, val, val_where, feats, skipped, cut)
 
 
-def prompt_of(recipe, task) -> str:
-    return recipe.data.prompt or getattr(task, "DEFAULT_PROMPT", "{source}")
-
-
-def source_budget(recipe, fam: str, context: int | None, max_new: int) -> int:
-    """Tokens the model input may take: the recipe's limit, and for causal LMs room left for the output."""
-    limit = recipe.data.max_source_length
-    if fam == "causal" and context is not None:
-        if context - max_new < 8:
-            raise FinetuneError(f"the model's context ({context} tokens) leaves no room for a prompt before "
-                                f"{max_new} generated tokens; lower generation.max_new_tokens")
-        limit = min(limit, context - max_new)
-    return limit
-
-
-def _maybe_lora(recipe, model, fam: str):
+def _maybe_lora(recipe, task, model, fam: str, accelerator):
     lo = recipe.lora
     if not lo.enabled:
         return model
     from peft import LoraConfig, TaskType, get_peft_model
 
-    task_type = {"summarization": TaskType.SEQ_2_SEQ_LM if fam == "seq2seq" else TaskType.CAUSAL_LM,
-                 "translation": TaskType.SEQ_2_SEQ_LM if fam == "seq2seq" else TaskType.CAUSAL_LM,
-                 "classification": TaskType.SEQ_CLS, "qa": TaskType.QUESTION_ANS}[recipe.task]
-    config = LoraConfig(task_type=task_type, r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                        target_modules=list(lo.target_modules) or None)
+    if str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED"):
+        raise FinetuneError("lora: LoRA runs use data parallelism (DDP); drop the FSDP/DeepSpeed "
+                            "train.accelerate_config, the adapters are small enough not to need sharding")
+    kind = task.peft_types.get(fam)
+    config = LoraConfig(task_type=getattr(TaskType, kind) if kind else None, r=lo.r, lora_alpha=lo.alpha,
+                        lora_dropout=lo.dropout, target_modules=list(lo.target_modules) or None,
+                        modules_to_save=list(task.lora_modules_to_save) or None)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
         raise FinetuneError(f"lora: {str(exc).splitlines()[0]} (set lora.target_modules)") from None
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-
-
-def task_info(s: Setup) -> dict:
-    """What `eval` and `summarize` need to use the exported model like the run did, kept in its config."""
-    r = s.recipe
-    info = {"task": r.task, "family": s.family}
-    if s.kind == "generate":
-        info.update(prompt=prompt_of(r, s.task), source_prefix=r.data.source_prefix,
-                    max_new_tokens=s.max_new_tokens,
-                    max_source_length=source_budget(r, s.family, s.context, s.max_new_tokens))
-    else:
-        info.update(max_source_length=min(r.data.max_source_length, s.context or r.data.max_source_length))
-        if s.kind == "span":
-            info["doc_stride"] = r.data.doc_stride
-    return info
-
-
-def metric_settings(recipe, task, labels) -> tuple[list[str], dict]:
-    from llmctl import metrics as metric_mod
-
-    names = [metric_mod.resolve_name(m) for m in (recipe.eval.metrics or task.DEFAULT_METRICS)]
-    if task.KIND == "classify":
-        kwargs = task.metric_kwargs(recipe, len(labels or []))
-    else:
-        kwargs = task.metric_kwargs(recipe)
-    return names, kwargs
 
 
 def pick(metrics: dict, key: str) -> float | None:
@@ -285,43 +205,38 @@ def pick(metrics: dict, key: str) -> float | None:
 
 
 def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import set_seed
-    import torch
-
     from llmctl import evaluation
-    from llmctl.train import fit, precision_for
+    from llmctl.tasks.base import FAMILY_NAMES
+    from llmctl.train import fit, make_accelerator
 
-    cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    main = state.is_main_process
-    out = console if main else None
     started = time.perf_counter()
-    set_seed(recipe.seed)
-    s = setup(recipe, run, out)
-    names, kwargs = metric_settings(recipe, s.task, s.labels)
-    best_name = recipe.eval.best_metric or s.task.DEFAULT_BEST
+    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
+    main = accelerator.is_main_process
+    out = console if main else None
+    s = setup(recipe, run, accelerator, resume=resume, console=out)
+    task, spec = s.task, s.spec
+    names = evaluation.metric_names(task, recipe.eval.metrics)
+    kwargs = task.metric_kwargs(recipe.eval, spec)
+    settings = evaluation.generation_settings(recipe.generation, spec)
+    best_name = recipe.eval.best_metric or task.best_metric
     higher = best_name.split(".")[-1] != "loss"
 
-    mixed = precision_for(recipe.train.precision)
-    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
     n_params = modeling.count_parameters(s.model)
     trainable = sum(p.numel() for p in s.model.parameters() if p.requires_grad)
     if out is not None:
         out.print(
-            f"finetune: {recipe.task} with {s.model.config.model_type} ({modeling.FAMILY_NAMES[s.family]}), "
+            f"finetune: {recipe.task} with {s.model.config.model_type} ({FAMILY_NAMES[spec.family]}), "
             f"{n_params / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), {len(s.train_examples):,} train / "
             f"{len(s.val_examples):,} validation examples, {accelerator.num_processes} process(es), "
-            f"best checkpoint by {best_name}"
-            + (f", max_new_tokens {s.max_new_tokens}" if s.max_new_tokens else "")
+            f"precision {precision}, best checkpoint by {best_name}"
+            + (f", max_new_tokens {spec.max_new_tokens}" if spec.max_new_tokens else "")
         )
     if main:
-        runs.remove(run.tokenizer)
-        s.tokenizer.save_pretrained(run.tokenizer)
         write_validation(run, s)
 
-    in_training = evaluation.task_evaluator(s, names, kwargs, accelerator=accelerator,
-                                            max_samples=recipe.eval.max_samples)
+    in_training = evaluation.task_evaluator(accelerator, task, spec, s.tokenizer, s.val_examples, s.val_where,
+                                            names=names, kwargs=kwargs, settings=settings,
+                                            max_samples=recipe.eval.max_samples, seed=recipe.seed)
     best_dir = run.root / "best"
 
     def on_eval(step: int, metrics: dict, model, st: dict) -> bool:
@@ -329,40 +244,37 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         if value is None:
             raise FinetuneError(f"eval.best_metric: {best_name!r} is not among the computed metrics "
                                 f"({', '.join(k for k in metrics if isinstance(metrics[k], (int, float)))})")
-        better = st.get("best") is None or (value > st["best"] if higher else value < st["best"])
-        if better:
+        if st.get("best") is None or (value > st["best"] if higher else value < st["best"]):
             st.update(best=value, best_step=step, bad_evals=0)
-            if main:
-                save_model(accelerator.unwrap_model(model), s.tokenizer, best_dir, task_info(s))
+            modeling.save_model(accelerator, model, s.tokenizer, best_dir, spec.to_info())
         else:
             st["bad_evals"] = st.get("bad_evals", 0) + 1
-        accelerator.wait_for_everyone()
         return bool(recipe.eval.patience and st["bad_evals"] >= recipe.eval.patience)
 
     result = fit(
-        accelerator=accelerator, model=s.model, train_ds=s.train_features, collate=s.collate, cfg=recipe.train,
-        seed=recipe.seed, run=run, evaluate=in_training, resume=resume, console=out, on_eval=on_eval,
+        accelerator=accelerator, model=s.model, train_ds=s.train_features, collate=task.collator(s.tokenizer.pad_token_id),
+        cfg=recipe.train, seed=recipe.seed, run=run, evaluate=in_training, resume=resume, console=out,
+        on_eval=on_eval,
     )
-    accelerator.wait_for_everyone()
+    export_final(accelerator, result.model, s, best_dir, run)
+    loaded = evaluation.load_model_dir(str(run.final), device=accelerator.device)
+    final = evaluation.evaluate_model(accelerator, loaded, s.val_examples, s.val_where, names=names, kwargs=kwargs,
+                                      settings=settings, predictions_path=run.root / "predictions.jsonl",
+                                      console=out, seed=recipe.seed)
     results = {}
     if main:
-        model = accelerator.unwrap_model(s.model)
-        if best_dir.is_dir():
-            _load_best(model, best_dir)
-        export_final(model, s, run.final)
-        final = evaluation.evaluate_setup(s, load_final(run.final, recipe.task), names, kwargs,
-                                          predictions_path=run.root / "predictions.jsonl", console=out)
-        base = evaluation.baseline(s, names, kwargs)
+        base = evaluation.baseline(task, spec, s.train_examples, s.val_examples, s.val_where, names, kwargs)
         history = runs.read_log(run.log)
         first = next((r for r in history if r.get("step") == 0), {})
         results = {
             "task": recipe.task,
             "recipe": recipe.name,
             "model": s.model.config.model_type,
-            "family": s.family,
+            "family": spec.family,
             "parameters": n_params,
             "trainable_parameters": trainable,
             "lora": recipe.lora.enabled,
+            "precision": precision,
             "steps": result.step,
             "stopped_early": result.step < recipe.train.max_steps,
             "best_metric": best_name,
@@ -373,7 +285,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "validation_examples": len(s.val_examples),
             "skipped_records": s.skipped,
             "cut_targets": s.cut_targets,
-            "max_new_tokens": s.max_new_tokens,
+            "max_new_tokens": spec.max_new_tokens,
             "capped_outputs": final.get("capped"),
             "tokens_seen": result.tokens_seen,
             "train_seconds": round(result.seconds, 2),
@@ -381,6 +293,8 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "world_size": accelerator.num_processes,
             "predictions": str(run.root / "predictions.jsonl"),
         }
+        if result.mfu is not None:
+            results["mfu"] = result.mfu
         runs.write_json(run.results, results)
     accelerator.wait_for_everyone()
     return results
@@ -393,91 +307,63 @@ def write_validation(run: runs.Run, s: Setup) -> None:
     path = run.data / "validation.jsonl"
     runs.write_text(path, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in s.val_examples))
     runs.write_json(run.data / "meta.json", {"task": s.recipe.task, "validation": len(s.val_examples),
-                                             "train": len(s.train_examples), "labels": s.labels})
+                                             "train": len(s.train_examples), "labels": list(s.spec.labels)})
 
 
-def save_model(model, tokenizer, path: Path, info: dict) -> None:
-    """save_pretrained into `path` atomically (LoRA: the adapter in PEFT format)."""
-    import shutil
-
-    tmp = path.with_name(path.name + ".tmp")
-    runs.remove(tmp)
-    model.config.llmctl = info
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    runs.remove(path)
-    shutil.move(str(tmp), str(path))
-
-
-def _load_best(model, best_dir: Path) -> None:
-    """Put the best checkpoint's weights back into the in-memory model (full weights or a LoRA adapter)."""
+def export_final(accelerator, model, s: Setup, best_dir: Path, run: runs.Run) -> None:
+    """final/: a plain transformers model of the best checkpoint. best/ was written from the gathered full state
+    dict, so the main process copies it; with LoRA, best/ holds the adapter, which goes to adapter/, and every
+    process merges it into its copy of the model before the merged model is saved (LoRA runs are DDP only)."""
+    main = accelerator.is_main_process
+    if not s.recipe.lora.enabled:
+        if main:
+            tmp = run.final.with_name(run.final.name + ".tmp")
+            runs.remove(tmp)
+            shutil.copytree(best_dir, tmp)
+            runs.remove(run.final)
+            tmp.rename(run.final)
+        accelerator.wait_for_everyone()
+        return
+    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if (best_dir / "adapter_model.safetensors").exists():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(best_dir / "adapter_model.safetensors"))
-        return
-    files = sorted(best_dir.glob("*.safetensors"))
-    state = {}
-    for f in files:
-        state.update(load_file(f))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if "lm_head" in k or "embed" in k or "shared" in k}
-    if set(missing) - tied:
-        raise FinetuneError(f"{best_dir}: the best checkpoint lacks {sorted(set(missing) - tied)[:3]}")
-
-
-def export_final(model, s: Setup, final: Path) -> None:
-    """final/: a plain transformers model. With LoRA the adapter goes to adapter/ and a merged copy to final/."""
-    info = task_info(s)
-    if s.recipe.lora.enabled:
-        save_model(model, s.tokenizer, final.with_name("adapter"), info)
-        model = model.merge_and_unload()
-    if s.max_new_tokens:
-        model.generation_config.max_new_tokens = s.max_new_tokens
-    save_model(model, s.tokenizer, final, info)
-
-
-def load_final(path: Path, task: str):
-    return modeling.load_for_task(str(path), task)
+    peft_model = accelerator.unwrap_model(model)
+    set_peft_model_state_dict(peft_model, load_file(best_dir / "adapter_model.safetensors"))
+    if main:
+        adapter = run.root / "adapter"
+        runs.remove(adapter)
+        shutil.copytree(best_dir, adapter)
+    merged = peft_model.merge_and_unload()
+    modeling.save_model(accelerator, merged, s.tokenizer, run.final, s.spec.to_info())
 
 
 def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
     """What `finetune` would do, for --dry-run: reads the data and the model config, trains nothing."""
     from transformers import AutoConfig
 
-    task = task_registry.get(recipe.task)
-    if recipe.task == "causal_lm":
-        raise FinetuneError("task causal_lm is trained by `llmctl pretrain`")
-    d = recipe.data
-    train_ex, _ = data.read_examples(list(d.train_files), task.normalize, d)
-    n_val = None
-    if d.validation_files:
-        n_val = len(data.read_examples(list(d.validation_files), task.normalize, d)[0])
+    from llmctl.tasks.base import FAMILY_NAMES
+
+    task = task_of(recipe)
+    train, _, val, _, _ = read_splits(recipe, task)
     if recipe.model.path:
-        try:
-            config = AutoConfig.from_pretrained(recipe.model.path)
-        except (OSError, ValueError) as exc:
-            raise modeling.ModelError(modeling.not_found(recipe.model.path, "model", exc)) from None
+        config = modeling.load_config(recipe.model.path)
     else:
         try:
             config = AutoConfig.for_model(recipe.model.arch, **dict(recipe.model.config))
         except (ValueError, TypeError) as exc:
             raise modeling.ModelError(f"model.arch {recipe.model.arch!r}: {exc}") from None
-    fam = modeling.check_task_family(recipe.task, task.FAMILIES, config, recipe.model.path or recipe.model.arch)
-    names = recipe.eval.metrics or task.DEFAULT_METRICS
+    fam = modeling.check_task_family(task, config, recipe.model.path or recipe.model.arch)
     t = recipe.train
     run = runs.Run(Path(root))
     return {
         "recipe": recipe.name,
         "task": recipe.task,
-        "model": f"{config.model_type} ({modeling.FAMILY_NAMES[fam]}, "
+        "model": f"{config.model_type} ({FAMILY_NAMES[fam]}, "
                  f"{'from ' + recipe.model.path if recipe.model.path else 'from scratch'})",
-        "train_examples": len(train_ex) if d.validation_files else len(train_ex) - max(1, round(len(train_ex) * d.validation_fraction)),
-        "validation_examples": n_val if n_val is not None else max(1, round(len(train_ex) * d.validation_fraction)),
-        "metrics": ", ".join(names),
-        "best_metric": recipe.eval.best_metric or task.DEFAULT_BEST,
+        "train_examples": len(train),
+        "validation_examples": len(val),
+        "metrics": ", ".join(recipe.eval.metrics or task.default_metrics),
+        "best_metric": recipe.eval.best_metric or task.best_metric,
         "lora": recipe.lora.enabled,
         "processes": num_processes,
         "examples_per_step": t.batch_size,

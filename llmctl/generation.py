@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 # cap_warning speaks up when more than this fraction of outputs ran into max_new_tokens.
 CAP_WARN_FRACTION = 0.05
@@ -66,6 +66,7 @@ class GenerationReport:
     outputs: list[str]  # in input order
     capped: int  # outputs that reached max_new_tokens without emitting EOS
     total: int
+    flags: list[bool] = field(default_factory=list)  # per output, in input order: did it stop at the cap?
 
     @property
     def capped_fraction(self) -> float:
@@ -79,6 +80,7 @@ class GenerationBatch:
     indices: list[int]
     outputs: list[str]
     capped: int
+    flags: list[bool] = field(default_factory=list)
 
 
 def derive_max_new_tokens(target_lengths: Iterable[int], *, margin: float = 1.1, ceiling: int | None = None) -> int:
@@ -109,23 +111,29 @@ def cap_warning(report: GenerationReport, max_new_tokens: int) -> str | None:
 
 
 def generate(model, tokenizer, inputs: list[str], settings: GenerationSettings, *,
-             progress: Callable[[int], None] | None = None, seed: int = 0) -> GenerationReport:
+             progress: Callable[[int], None] | None = None, seed: int = 0,
+             synced_gpus: bool = False) -> GenerationReport:
     """Generate one output per input, in input order. `progress(n)` is called after each batch of n inputs."""
     outputs: list[str | None] = [None] * len(inputs)
+    flags = [False] * len(inputs)
     capped = 0
-    for batch in generate_batches(model, tokenizer, inputs, settings, seed=seed):
-        for i, text in zip(batch.indices, batch.outputs):
+    for batch in generate_batches(model, tokenizer, inputs, settings, seed=seed, synced_gpus=synced_gpus):
+        for i, text, flag in zip(batch.indices, batch.outputs, batch.flags):
             outputs[i] = text
+            flags[i] = flag
         capped += batch.capped
         if progress is not None:
             progress(len(batch.indices))
-    return GenerationReport(outputs=outputs, capped=capped, total=len(inputs))
+    return GenerationReport(outputs=outputs, capped=capped, total=len(inputs), flags=flags if inputs else [])
 
 
 def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSettings, *,
-                     seed: int = 0) -> Iterator[GenerationBatch]:
+                     seed: int = 0, synced_gpus: bool = False) -> Iterator[GenerationBatch]:
     """Yield batches as they finish (longest inputs first). For callers that write results as they go, like
-    summarize, so that an interruption loses at most one batch."""
+    summarize, so that an interruption loses at most one batch.
+
+    `synced_gpus` keeps every process stepping until all have finished, which sharded models (FSDP, DeepSpeed
+    ZeRO-3) need: each forward pass is a collective there."""
     import torch
 
     if not inputs:
@@ -146,6 +154,8 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
             raise GenerationError("the tokenizer has neither a pad nor an EOS token; cannot pad a batch")
         pad_id = eos_ids[0]  # padding is masked out, so any id will do; EOS is the usual stand-in
     kwargs = _generate_kwargs(settings, pad_id=pad_id, eos_ids=eos_ids)
+    if synced_gpus:
+        kwargs["synced_gpus"] = True
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     was_training = model.training
@@ -165,14 +175,19 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
             # Encoder-decoder outputs start with the decoder start token; decoder-only ones repeat the prompt.
             new = sequences[:, 1:] if encoder_decoder else sequences[:, input_ids.shape[1]:]
             texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-            yield GenerationBatch(indices=chosen, outputs=texts,
-                                  capped=count_capped(new, eos_ids, settings.max_new_tokens))
+            flags = capped_rows(new, eos_ids, settings.max_new_tokens)
+            yield GenerationBatch(indices=chosen, outputs=texts, capped=sum(flags), flags=flags)
     finally:
         if was_training:
             model.train()
 
 
 def count_capped(new_tokens, eos_ids: list[int], max_new_tokens: int) -> int:
+    """How many rows of `new_tokens` stopped at the cap (see capped_rows)."""
+    return sum(capped_rows(new_tokens, eos_ids, max_new_tokens))
+
+
+def capped_rows(new_tokens, eos_ids: list[int], max_new_tokens: int) -> list[bool]:
     """Rows of `new_tokens` (batch x generated, a tensor) that hold no EOS although all max_new_tokens were used.
 
     A row without EOS keeps generating until the cap, so the batch is as wide as the cap whenever any row is
@@ -181,11 +196,11 @@ def count_capped(new_tokens, eos_ids: list[int], max_new_tokens: int) -> int:
     import torch
 
     if new_tokens.shape[1] < max_new_tokens:
-        return 0
+        return [False] * new_tokens.shape[0]
     if not eos_ids:
-        return int(new_tokens.shape[0])
+        return [True] * new_tokens.shape[0]
     has_eos = torch.isin(new_tokens, torch.tensor(eos_ids, device=new_tokens.device)).any(dim=1)
-    return int((~has_eos).sum())
+    return (~has_eos).tolist()
 
 
 def source_limit(model, tokenizer, settings: GenerationSettings, *, encoder_decoder: bool) -> int | None:

@@ -64,10 +64,7 @@ def build_causal_lm(config, seed: int):
 def load_causal_lm(path_or_id: str):
     from transformers import AutoModelForCausalLM
 
-    try:
-        return AutoModelForCausalLM.from_pretrained(path_or_id)
-    except (OSError, ValueError) as exc:
-        raise ModelError(not_found(path_or_id, "model", exc)) from None
+    return load_pretrained(path_or_id, AutoModelForCausalLM)
 
 
 def not_found(path_or_id: str, what: str, exc: Exception) -> str:
@@ -119,8 +116,6 @@ def flops_per_token(config, n_params: int) -> float:
 
 # ---------------------------------------------------------------------------------------------- task models
 
-FAMILY_NAMES = {"seq2seq": "encoder-decoder", "causal": "decoder-only", "encoder": "encoder-only"}
-
 
 def family(config) -> str:
     """seq2seq (T5, BART, Marian), encoder (BERT-like: masked-LM models) or causal (everything else)."""
@@ -133,45 +128,26 @@ def family(config) -> str:
     return "causal"
 
 
-def _auto_class(task: str, fam: str):
-    import transformers as tf
-
-    if task in ("summarization", "translation"):
-        return tf.AutoModelForSeq2SeqLM if fam == "seq2seq" else tf.AutoModelForCausalLM
-    if task == "classification":
-        return tf.AutoModelForSequenceClassification
-    if task == "qa":
-        return tf.AutoModelForQuestionAnswering
-    return tf.AutoModelForCausalLM
-
-
-def check_task_family(task: str, task_families: tuple[str, ...], config, source: str) -> str:
-    """The model's family, or a one-line error when the family cannot do the task."""
-    from transformers.models.auto import modeling_auto as ma
-
+def check_task_family(task, config, source: str) -> str:
+    """The model's family, or a one-line error when the family cannot do the task or transformers has no head
+    of the task's kind for this architecture."""
     fam = family(config)
-    if fam not in task_families:
-        raise ModelError(
-            f"{source}: {config.model_type} is {FAMILY_NAMES[fam]} and cannot do {task} "
-            f"(needs {' or '.join(FAMILY_NAMES[f] for f in task_families)})"
-        )
-    heads = {"classification": ma.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-             "qa": ma.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES}
-    if task in heads and config.model_type not in heads[task]:
-        raise ModelError(f"{source}: {config.model_type} has no {task} head in transformers")
+    task.check_family(fam, source)
+    auto = task.auto_class(fam)
+    if config.model_type not in auto._model_mapping._model_mapping:
+        raise ModelError(f"{source}: {config.model_type} has no {task.name} head in transformers "
+                         f"({auto.__name__})")
     return fam
 
 
-def task_config(recipe, tokenizer, *, labels: list | None = None, families: tuple[str, ...] = ()):
-    """The config of the model a fine-tuning recipe trains: the pretrained one, or a fresh one from `arch`."""
+def task_config(recipe, task, tokenizer, *, extra: dict | None = None):
+    """The config of the model a fine-tuning recipe trains: the pretrained one, or a fresh one from `arch`.
+    `extra` holds the task's settings for the head (labels)."""
     from transformers import AutoConfig
 
     m = recipe.model
+    extra = dict(extra or {})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    extra = {}
-    if labels is not None:
-        extra = {"num_labels": len(labels), "id2label": {i: str(v) for i, v in enumerate(labels)},
-                 "label2id": {str(v): i for i, v in enumerate(labels)}}
     if m.path:
         try:
             config = AutoConfig.from_pretrained(m.path, **extra)
@@ -184,8 +160,8 @@ def task_config(recipe, tokenizer, *, labels: list | None = None, families: tupl
         config = AutoConfig.for_model(m.arch, **extra)
     except ValueError:
         raise ModelError(f"model.arch: unknown architecture {m.arch!r}") from None
-    if families:  # before the overrides: a wrong family is the real problem, not a key it lacks
-        check_task_family(recipe.task, families, config, f"model.arch {m.arch!r}")
+    # Before the overrides: a wrong family is the real problem, not a key it lacks.
+    check_task_family(task, config, f"model.arch {m.arch!r}")
     for key, value in m.config.items():
         if not hasattr(config, key):
             raise ModelError(f"model.config.{key}: not a setting of the {m.arch} config ({type(config).__name__})")
@@ -203,29 +179,69 @@ def task_config(recipe, tokenizer, *, labels: list | None = None, families: tupl
     return config
 
 
-def task_model(recipe, config, task: str, fam: str, seed: int):
+def task_model(recipe, config, auto_class, seed: int):
     import torch
 
-    cls = _auto_class(task, fam)
     if recipe.model.path:
         try:
-            return cls.from_pretrained(recipe.model.path, config=config)
+            return auto_class.from_pretrained(recipe.model.path, config=config)
         except (OSError, ValueError) as exc:
             raise ModelError(not_found(recipe.model.path, "model", exc)) from None
     torch.manual_seed(seed)
-    return cls.from_config(config)
+    return auto_class.from_config(config)
 
 
-def load_for_task(path: str, task: str):
-    """A fine-tuned model directory (or hub id) with the Auto class its task needs."""
+def load_config(path: str):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelError(not_found(path, "model", exc)) from None
-    cls = _auto_class(task, family(config))
+
+
+def load_pretrained(path: str, auto_class):
+    """A saved model (directory or hub id) with the given Auto class; transformers' load bar is kept quiet."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
-        return cls.from_pretrained(path)
+        return auto_class.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelError(not_found(path, "model", exc)) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save_model(accelerator, model, tokenizer, path: Path, info: dict | None) -> None:
+    """save_pretrained into `path`, sharding-safe and atomic; every process must call it.
+
+    The full state dict is gathered the Accelerate way (`get_state_dict`: a collective under FSDP and
+    DeepSpeed ZeRO-3), every process calls save_pretrained with is_main_process (only the main one writes), and
+    the main process renames the complete copy into place. With LoRA (a peft model) the adapter is saved in
+    PEFT format.
+    """
+    import shutil
+
+    from llmctl import runs
+
+    main = accelerator.is_main_process
+    tmp = path.with_name(path.name + ".tmp")
+    if main:
+        runs.remove(tmp)
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    if info is not None:
+        unwrapped.config.llmctl = info
+        if info.get("max_new_tokens"):
+            unwrapped.generation_config.max_new_tokens = info["max_new_tokens"]
+    unwrapped.save_pretrained(tmp, state_dict=state, is_main_process=main, save_function=accelerator.save,
+                              safe_serialization=True)
+    if main:
+        tokenizer.save_pretrained(tmp)
+        runs.remove(path)
+        shutil.move(str(tmp), str(path))
+    accelerator.wait_for_everyone()

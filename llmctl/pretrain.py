@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -78,27 +77,21 @@ def _load_config(path: str, auto_config):
 
 
 def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import set_seed
+    from accelerate import PartialState
 
     from llmctl import tokenizer as tok_mod
     from llmctl.evaluation import causal_lm_evaluator
     from llmctl.tasks import causal_lm
-    from llmctl.train import fit, precision_for
+    from llmctl.train import fit, make_accelerator
 
-    import torch
-
-    # cpu=True lets a multi-process launch without GPUs (accelerate launch, torchrun) form a gloo group.
-    cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    main = state.is_main_process
-    out = console if main else None
     started = time.perf_counter()
-    with state.main_process_first():
+    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
+    main = accelerator.is_main_process
+    out = console if main else None
+    with PartialState().main_process_first():  # the main process preprocesses; the others find its cache
         prepared = data.prepare(recipe, run, out)
     tokenizer = tok_mod.load(str(prepared.tokenizer))
 
-    set_seed(recipe.seed)
     if recipe.model.path:
         model = modeling.load_causal_lm(recipe.model.path)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -109,14 +102,11 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     else:
         model = modeling.build_causal_lm(_model_config(recipe, tokenizer), recipe.seed)
     n_params = modeling.count_parameters(model)
-
-    mixed = precision_for(recipe.train.precision)
-    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
     if out is not None:
         out.print(
             f"pretrain: {model.config.model_type}, {n_params / 1e6:.2f}M parameters, "
             f"{accelerator.num_processes} process(es) on {accelerator.device} ({accelerator.distributed_type}), "
-            f"precision {'fp32' if mixed == 'no' else mixed}, {recipe.train.max_steps} steps of "
+            f"precision {precision}, {recipe.train.max_steps} steps of "
             f"{recipe.train.batch_size} x {recipe.data.block_size} tokens"
         )
     train_ds = data.load_blocks(prepared.train)
@@ -136,15 +126,12 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         evaluate=evaluate,
         resume=resume,
         console=out,
-        flops_per_token=modeling.flops_per_token(model.config, n_params),
     )
-    accelerator.wait_for_everyone()
+    info = {"task": recipe.task, "block_size": recipe.data.block_size}
+    modeling.save_model(accelerator, result.model, tokenizer, run.final, info)
+    samples = sample(accelerator, accelerator.unwrap_model(result.model), tokenizer, recipe.sample, seed=recipe.seed)
     results = {}
     if main:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.config.llmctl = {"task": recipe.task, "block_size": recipe.data.block_size}
-        export(unwrapped, tokenizer, run.final)
-        samples = sample(unwrapped, tokenizer, recipe.sample, seed=recipe.seed)
         history = runs.read_log(run.log)
         first_eval = next((r for r in history if r.get("step") == 0 and "val_loss" in r), {})
         meta = prepared.meta
@@ -155,7 +142,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "parameters": n_params,
             "steps": result.step,
             "world_size": accelerator.num_processes,
-            "precision": "fp32" if mixed == "no" else mixed,
+            "precision": precision,
             "train_loss": result.train_loss,
             "val_loss": result.eval.get("loss"),
             "val_perplexity": result.eval.get("perplexity"),
@@ -168,6 +155,8 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "tokens_per_sec": round(result.tokens_per_sec, 1),
             "samples": samples,
         }
+        if result.mfu is not None:
+            results["mfu"] = result.mfu
         if results["unigram_perplexity"] and results["val_perplexity"]:
             results["perplexity_vs_unigram"] = round(results["val_perplexity"] / results["unigram_perplexity"], 4)
         runs.write_json(run.results, results)  # last: its existence marks the run complete
@@ -175,37 +164,29 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     return results
 
 
-def export(model, tokenizer, final: Path) -> None:
-    """save_pretrained model + tokenizer into final/, replacing it only once the new copy is complete."""
-    tmp = final.with_name(final.name + ".tmp")
-    runs.remove(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    runs.remove(final)
-    shutil.move(str(tmp), str(final))
-
-
-def sample(model, tokenizer, cfg, *, seed: int) -> list[dict]:
-    """Continue each prompt of the recipe's [sample] section with the trained model."""
+def sample(accelerator, model, tokenizer, cfg, *, seed: int) -> list[dict]:
+    """Continue each prompt of the recipe's [sample] section with the trained model, the prompts shared among
+    the processes; every process gets all continuations, in prompt order."""
     import torch
+
+    from llmctl.evaluation import shard_map
 
     if not cfg.prompts:
         return []
     model.eval()
-    torch.manual_seed(seed)
-    out = []
-    for prompt in cfg.prompts:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(
-                **ids.to(model.device),
-                do_sample=True,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k or None,
-                max_new_tokens=cfg.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        text = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        out.append({"prompt": prompt, "continuation": text})
-    return out
+
+    def continue_prompts(prompts: list[str]) -> list[str]:
+        texts = []
+        for prompt in prompts:
+            # Seeded per prompt, so a continuation does not depend on which process drew it.
+            torch.manual_seed(seed + cfg.prompts.index(prompt))
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                gen = model.generate(**ids, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                                     max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id)
+            texts.append(tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        return texts
+
+    continuations = shard_map(accelerator, list(cfg.prompts), continue_prompts)
+    return [{"prompt": p, "continuation": c} for p, c in zip(cfg.prompts, continuations)]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TASKS = ("causal_lm", "summarization", "translation", "classification", "qa")
+TASKS = ("causal_lm", "summarization", "translation", "classification", "qa", "multiple_choice")
 
 
 class RecipeError(Exception):
@@ -93,12 +93,6 @@ class DataSection(_Section):
     block_size: int = Field(256, gt=1)
     # Worker processes for tokenization (datasets.map); small corpora are tokenized in-process regardless.
     num_proc: int = Field(2, ge=1)
-
-    @model_validator(mode="after")
-    def _has_source(self) -> "DataSection":
-        if not self.train_files and not self.hub_dataset:
-            raise ValueError("set data.train_files (local files) or data.hub_dataset (a hub dataset id)")
-        return self
 
 
 class TrainSection(_Section):
@@ -189,8 +183,9 @@ class LoraSection(_Section):
 class Recipe(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    # What the recipe trains: causal_lm (pretrain), summarization, translation, classification or qa (finetune).
-    task: Literal["causal_lm", "summarization", "translation", "classification", "qa"] = "causal_lm"
+    # What the recipe trains: causal_lm (pretrain); summarization, translation, classification, qa or
+    # multiple_choice (finetune).
+    task: Literal["causal_lm", "summarization", "translation", "classification", "qa", "multiple_choice"] = "causal_lm"
     seed: int = 1234
     model: ModelSection = Field(default_factory=ModelSection)
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
@@ -200,6 +195,13 @@ class Recipe(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     generation: GenerationSection = Field(default_factory=GenerationSection)
     lora: LoraSection = Field(default_factory=LoraSection)
+
+    @model_validator(mode="after")
+    def _has_source(self) -> "Recipe":
+        # Checked here rather than in DataSection, so that `eval` can use a run's column mapping on its own.
+        if not self.data.train_files and not self.data.hub_dataset:
+            raise ValueError("set data.train_files (local files) or data.hub_dataset (a hub dataset id)")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -1,13 +1,16 @@
 """`llmctl summarize`: read documents, generate summaries in length-sorted batches, write JSON Lines or text.
 
-JSON Lines output is resumable: each line carries the document's id, lines are appended and flushed batch by
-batch (longest documents first, so the file is not in input order), and a rerun skips the ids already written.
-An interruption loses at most the batch in flight; a line torn by it is cut away on the next run, and complete
+Documents are taken in chunks of a few batches per process; within a chunk generation sorts them by length, and
+the chunk is written in input order, so the output is in input order whatever the number of processes
+(`--num-processes N` shares every chunk among N processes). JSON Lines output is resumable: each line carries the
+document's id, lines are appended and flushed chunk by chunk, and a rerun skips the ids already written. An
+interruption loses at most the chunk in flight; a line torn by it is cut away on the next run, and complete
 lines are never rewritten. Text output has no ids to resume from; it is written in input order at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,8 +22,10 @@ from llmctl.generation import GenerationSettings
 DOCUMENT_SUFFIXES = (".txt", ".md")
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 FORMATS = ("jsonl", "text")
-DEFAULT_CAUSAL_PROMPT = "{source}\nSummary:"
 DEFAULT_MAX_NEW_TOKENS = 64
+# Generation batches per process in one chunk of documents: more sorts lengths better, fewer loses less to an
+# interruption.
+CHUNK_BATCHES = 4
 
 
 class SummarizeError(Exception):
@@ -104,53 +109,31 @@ def _dataset_documents(path: Path, name: str, text_column: str, id_column: str) 
 # ------------------------------------------------------------------------------------------------------- model
 
 
-def load_model(model_dir: str):
-    """(model, tokenizer, task info) from a model directory; the task info is config.llmctl or {}."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def load_model(model_dir: str, device=None):
+    """(model, tokenizer, task info) from a model directory, through the loader `eval` uses; the task info is
+    config.llmctl, or {} for a model from elsewhere, which is taken for a summarizer."""
+    loaded = _load(model_dir, device)
+    return loaded.model, loaded.tokenizer, getattr(loaded.model.config, "llmctl", None) or {}
+
+
+def _load(model_dir: str, device=None):
+    from llmctl import evaluation, modeling
+    from llmctl.data import DataError
+    from llmctl.tokenizer import TokenizerError
 
     if not Path(model_dir).is_dir():
         raise SummarizeError(f"{model_dir}: model directory not found")
-    # transformers 5 draws a "Loading weights" bar on stderr for every load; a local load takes a moment, and
-    # the bar would sit among the summaries and our own progress bar.
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     try:
-        config = AutoConfig.from_pretrained(model_dir)
-        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        model = auto.from_pretrained(model_dir, config=config)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        text = str(exc).strip()
-        raise SummarizeError(f"{model_dir}: cannot load model: {text.splitlines()[0] if text else type(exc).__name__}"
-                             ) from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    info = getattr(model.config, "llmctl", None) or {}
-    if not isinstance(info, dict):
-        raise SummarizeError(f"{model_dir}: config.json 'llmctl' must be an object, got {type(info).__name__}")
-    if torch.cuda.is_available():
-        model.to("cuda")
-    return model, tokenizer, info
-
-
-def model_inputs(docs: list[dict], *, encoder_decoder: bool, info: dict, model_dir: str) -> list[str]:
-    """What the model reads: source_prefix + source (encoder-decoder) or the prompt template filled (causal)."""
-    if encoder_decoder:
-        prefix = info.get("source_prefix") or ""
-        return [prefix + d["source"] for d in docs]
-    prompt = info.get("prompt") or DEFAULT_CAUSAL_PROMPT
-    if "{source}" not in prompt:
-        raise SummarizeError(f"{model_dir}: config llmctl.prompt {prompt!r} has no {{source}} field")
-    try:
-        return [prompt.format(source=d["source"]) for d in docs]
-    except (KeyError, IndexError, ValueError):
-        raise SummarizeError(
-            f"{model_dir}: config llmctl.prompt {prompt!r} is not a template with only a {{source}} field "
-            "(write literal braces as {{ and }})"
-        ) from None
+        config = modeling.load_config(model_dir)
+        info = getattr(config, "llmctl", None) or {}
+        if not isinstance(info, dict):
+            raise SummarizeError(f"{model_dir}: config.json 'llmctl' must be an object, got {type(info).__name__}")
+        loaded = evaluation.load_model_dir(model_dir, task_name=info.get("task") or "summarization", device=device)
+    except (modeling.ModelError, TokenizerError, DataError) as exc:
+        raise SummarizeError(str(exc)) from None
+    if not loaded.task.generates:
+        raise SummarizeError(f"{model_dir}: a {loaded.task.name} model does not generate text")
+    return loaded
 
 
 def default_settings(info: dict, overrides: dict | None = None) -> GenerationSettings:
@@ -222,37 +205,46 @@ def _format_line(doc: dict, summary: str, fmt: str) -> str:
 def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt: str = "jsonl",
                   settings: GenerationSettings | None, text_column: str = "text", id_column: str = "id",
                   console=None, stdin: TextIO | None = None, overrides: dict | None = None) -> dict:
-    """Summarize `inputs` with the model in `model_dir`; returns {"done", "skipped", "output", "capped",
-    "warning"} (the warning, if any, is also printed).
+    """Summarize `inputs` with the model in `model_dir` on every launched process; returns {"done", "skipped",
+    "output", "capped", "warning"} (the warning, if any, is also printed).
 
-    `settings` None means the model's own (default_settings), with `overrides` applied on top.
+    The main process reads the inputs and the output written so far and shares them; documents are then taken
+    in chunks, every process generates for its share of a chunk, and the main process writes the chunk in input
+    order. `settings` None means the model's own (default_settings), with `overrides` applied on top.
     """
-    from llmctl import generation
+    import torch
+    from accelerate import Accelerator
+
+    from llmctl import evaluation, generation
+    from llmctl.data import DataError
+    from llmctl.tasks.generative import model_inputs
 
     if fmt not in FORMATS:
         raise SummarizeError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    docs = read_inputs(inputs, text_column=text_column, id_column=id_column, stdin=stdin)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
     output = Path(output) if output is not None else None
-    skip: set[str] = set()
-    if output is not None:
-        if fmt == "jsonl":
-            skip = done_ids(output)
-        elif output.exists() and (output.is_dir() or output.stat().st_size > 0):
-            raise SummarizeError(
-                f"{output}: already exists; text output cannot be resumed (it holds no ids): remove it, or use "
-                "--format jsonl"
-            )
+    docs, skip = _on_main(accelerator, lambda: _read(inputs, output, fmt, text_column, id_column, stdin))
     todo = [d for d in docs if d["id"] not in skip]
     result = {"done": 0, "skipped": len(docs) - len(todo), "output": str(output) if output else None,
               "capped": 0, "warning": None}
+    if not main:
+        console = None
     if not todo:  # nothing to do: do not even load the model
         _say(console, f"summarize: all {len(docs)} documents are already in {output}; nothing to do")
         return result
 
-    model, tokenizer, info = load_model(model_dir)
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    texts = model_inputs(todo, encoder_decoder=encoder_decoder, info=info, model_dir=model_dir)
+    loaded = _load(model_dir, accelerator.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    info = getattr(model.config, "llmctl", None) or {}
     settings = settings if settings is not None else default_settings(info, overrides)
+    spec = dataclasses.replace(loaded.spec, max_new_tokens=settings.max_new_tokens)
+    if settings.max_source_length:
+        spec = dataclasses.replace(spec, max_source_length=settings.max_source_length)
+    try:
+        texts = model_inputs([{"source": d["source"]} for d in todo], tokenizer, spec)
+    except DataError as exc:  # a prompt without {source}
+        raise SummarizeError(f"{model_dir}: config llmctl.prompt: {exc}") from None
     if skip:
         _say(console, f"summarize: {result['skipped']} of {len(docs)} documents already in {output}; "
                       f"{len(todo)} to go")
@@ -261,25 +253,34 @@ def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt
 
     summaries: list[str | None] = [None] * len(todo)
     out_file = None
-    if output is not None:
+    if output is not None and main:
         output.parent.mkdir(parents=True, exist_ok=True)
         out_file = open(output, "a" if fmt == "jsonl" else "w", encoding="utf-8")
+    chunk = settings.batch_size * accelerator.num_processes * CHUNK_BATCHES
+    synced = evaluation.synced(accelerator)
+
+    def run_chunk(positions: list[int]) -> list[tuple[str, bool]]:
+        report = generation.generate(model, tokenizer, [texts[i] for i in positions], settings,
+                                     synced_gpus=synced)
+        return list(zip(report.outputs, report.flags))
+
     try:
         show = console is not None and console.is_terminal
         with Progress(console=console, transient=True, disable=not show) as bar:
             task = bar.add_task("summarize", total=len(todo))
-            for batch in generation.generate_batches(model, tokenizer, texts, settings):
+            for start in range(0, len(todo), chunk):
+                positions = list(range(start, min(start + chunk, len(todo))))
                 lines = []
-                for i, summary in zip(batch.indices, batch.outputs):
+                for i, (summary, capped) in zip(positions, evaluation.shard_map(accelerator, positions, run_chunk)):
                     summaries[i] = summary
+                    result["capped"] += capped
                     if fmt == "jsonl":
                         lines.append(_format_line(todo[i], summary, fmt))
-                result["capped"] += batch.capped
-                result["done"] += len(batch.indices)
-                if lines:
+                result["done"] += len(positions)
+                if lines and main:
                     _emit(lines, out_file, console)
-                bar.advance(task, len(batch.indices))
-        if fmt == "text":  # no ids in text: the order of lines is the only link to the inputs
+                bar.advance(task, len(positions))
+        if fmt == "text" and main:  # no ids in text: the order of lines is the only link to the inputs
             _emit([_format_line(d, s, fmt) for d, s in zip(todo, summaries)], out_file, console)
     finally:
         if out_file is not None:
@@ -292,9 +293,42 @@ def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt
         # With the summaries on stdout, the warning goes to stderr so that the JSON Lines stay parseable.
         if console is not None and output is not None:
             console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
-        else:
+        elif main:
             print(f"warning: {warning}", file=sys.stderr)
     return result
+
+
+def _read(inputs, output, fmt, text_column, id_column, stdin) -> tuple[list[dict], set[str]]:
+    docs = read_inputs(inputs, text_column=text_column, id_column=id_column, stdin=stdin)
+    skip: set[str] = set()
+    if output is not None:
+        if fmt == "jsonl":
+            skip = done_ids(output)
+        elif output.exists() and (output.is_dir() or output.stat().st_size > 0):
+            raise SummarizeError(
+                f"{output}: already exists; text output cannot be resumed (it holds no ids): remove it, or use "
+                "--format jsonl"
+            )
+    return docs, skip
+
+
+def _on_main(accelerator, fn):
+    """fn() on the main process (stdin and the output file are read once), its result or its error shared."""
+    if accelerator.num_processes == 1:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    payload = [None]
+    if accelerator.is_main_process:
+        try:
+            payload = [("ok", fn())]
+        except SummarizeError as exc:
+            payload = [("error", str(exc))]
+    broadcast_object_list(payload)
+    kind, value = payload[0]
+    if kind == "error":
+        raise SummarizeError(value)
+    return value
 
 
 def _emit(lines: list[str], out_file, console) -> None:

@@ -9,6 +9,10 @@ Two clocks: a *micro-batch* is one forward/backward pass of `micro_batch_size` s
 (logging, evaluation, checkpoints) counts optimizer steps. The data order is a pure function of (seed, epoch),
 and the position in it is a pure function of the optimizer step, which is what makes resume exact and O(1):
 a resumed run skips to its position without reading the batches before it.
+
+Preemption: SIGINT (Ctrl-C) and SIGTERM (how Slurm and Kubernetes stop a job) on any process set a flag; at every
+optimizer-step boundary the processes agree on it with one small all-reduce, so all of them stop at the same
+step, save one checkpoint together and exit with 130 or 143.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ class TrainError(Exception):
     """A training set-up problem (one line)."""
 
 
-# Peak dense bf16 throughput in FLOP/s, for MFU; devices not listed get no MFU figure.
-_PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
+class Preempted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM after saving a checkpoint; `code` is the exit code (128 + signal)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.code = 128 + signum
 
 
 def make_sampler(n: int, seed: int, per_step_chunk: int):
@@ -84,16 +92,17 @@ def precision_for(choice: str) -> str:
     return "no"
 
 
-def peak_flops() -> float | None:
+def make_accelerator(choice: str, *, seed: int):
+    """(Accelerator, precision label) for a training command. cpu=True without GPUs lets a multi-process launch
+    (accelerate launch, torchrun) form a gloo group on the CPU."""
     import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    for key, value in _PEAK_FLOPS.items():
-        if key in name:
-            return value
-    return None
+    mixed = precision_for(choice)
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    set_seed(seed)
+    return accelerator, "fp32" if mixed == "no" else mixed
 
 
 @dataclass
@@ -104,8 +113,176 @@ class FitResult:
     eval: dict
     seconds: float
     tokens_per_sec: float
-    history: list = field(default_factory=list)
     state: dict = field(default_factory=dict)
+    model: object = None  # the prepared (wrapped) model, for exporting with the accelerator
+    mfu: float | None = None  # model FLOPs utilisation over the run, on GPUs whose peak is known
+
+
+# ---------------------------------------------------------------------------------------------- set-up steps
+
+
+def accumulation(cfg, world: int, n_train: int) -> int:
+    """Micro-batches per optimizer step and process; the global batch must split evenly over processes."""
+    per_chunk = cfg.micro_batch_size * world
+    if cfg.batch_size % per_chunk:
+        raise TrainError(
+            f"train.batch_size ({cfg.batch_size}) must be a multiple of train.micro_batch_size x processes "
+            f"({cfg.micro_batch_size} x {world} = {per_chunk})"
+        )
+    if n_train < per_chunk:
+        raise TrainError(
+            f"the training split has {n_train} sequences, fewer than one micro-batch on every process "
+            f"({per_chunk}); lower train.micro_batch_size or add data"
+        )
+    return cfg.batch_size // per_chunk
+
+
+def optimizer_and_schedule(model, cfg):
+    """AdamW without decay on biases and norm weights; linear warmup then cosine decay (lr_at)."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_at(s, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps) / cfg.lr,
+    )
+    return optimizer, schedule
+
+
+def restore(accelerator, run: runs.Run, *, resume: bool, console, max_steps: int) -> dict:
+    """The loop's state: fresh, or loaded from the latest checkpoint (model, optimizer, schedule, RNG)."""
+    main = accelerator.is_main_process
+    state = {"step": 0, "tokens_seen": 0, "seconds": 0.0, "best": None}
+    latest = run.latest_checkpoint() if resume else None
+    if resume and latest is None and main and console is not None:
+        console.print(f"resume: no checkpoint in {run.checkpoints}, starting from step 0")
+    if latest is not None:
+        _, path = latest
+        accelerator.load_state(str(path))
+        state.update(runs.read_json(path / "trainer_state.json"))
+        if main:
+            runs.truncate_log(run.log, state["step"])
+            if console is not None:
+                console.print(f"resume: continuing from {path} (step {state['step']} of {max_steps})")
+    elif main:
+        runs.remove(run.log)
+    accelerator.wait_for_everyone()
+    return state
+
+
+class StopSignals:
+    """SIGINT / SIGTERM handlers for the loop's lifetime; `agreed()` is the signal any process received (0 for
+    none), the same on every process."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.received = 0
+        self.old = {}
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.received = self.received or signum
+
+        for sig in self.SIGNALS:
+            self.old[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+        return False
+
+    def agreed(self) -> int:
+        if self.accelerator.num_processes == 1:
+            return self.received
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.received], device=self.accelerator.device, dtype=torch.long)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+
+class Window:
+    """Loss, tokens and time since the last log line, summed on the device (read only at log steps)."""
+
+    def __init__(self, accelerator):
+        import torch
+
+        self.accelerator = accelerator
+        self.loss = torch.zeros((), device=accelerator.device)
+        self.tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+        self.token_positions = torch.zeros((), device=accelerator.device, dtype=torch.long)
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss, batch, accum: int) -> None:
+        self.loss += loss.detach().float() / accum
+        mask = batch.get("attention_mask")
+        tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
+        self.tokens += tokens
+        self.token_positions += tokens * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
+
+    def close(self) -> tuple[float, int, int, float]:
+        """(mean loss, tokens, sum of tokens x sequence length, seconds) over all processes; then reset."""
+        reduce = self.accelerator.reduce
+        loss = reduce(self.loss, "mean").item() / max(self.steps, 1)
+        tokens = int(reduce(self.tokens, "sum").item())
+        positions = int(reduce(self.token_positions, "sum").item())
+        seconds = time.perf_counter() - self.start
+        self.loss.zero_()
+        self.tokens.zero_()
+        self.token_positions.zero_()
+        self.steps = 0
+        self.start = time.perf_counter()
+        return loss, tokens, positions, seconds
+
+
+class Flops:
+    """Training FLOPs of the tokens in a log window and the device's peak, for MFU (GPUs with a known peak)."""
+
+    def __init__(self, model, accelerator):
+        from llmctl import flops
+
+        found = flops.device_peak(accelerator.mixed_precision)
+        self.peak = found[0] if found else None
+        self.world = accelerator.num_processes
+        self.done = 0.0
+        if self.peak:
+            self.per_token = flops.flops_per_token_from(flops.matmul_parameters(model), 0, 0, 0)
+            layers, width = flops.attention_dims(model.config)
+            self.per_position = flops.flops_per_token_from(0, layers, width, 1)
+
+    def mfu(self, tokens: int, positions: int, seconds: float) -> float | None:
+        if not self.peak or seconds <= 0:
+            return None
+        from llmctl import flops
+
+        work = self.per_token * tokens + self.per_position * positions
+        self.done += work
+        return round(flops.mfu(work, seconds, self.peak, self.world), 4)
+
+    def mfu_since(self, start: float) -> float | None:
+        """MFU over all the windows since `start` (evaluations and checkpoints count as time spent)."""
+        seconds = time.perf_counter() - start
+        if not self.peak or seconds <= 0:
+            return None
+        from llmctl import flops
+
+        return round(flops.mfu(self.done, seconds, self.peak, self.world), 4)
+
+
+# ------------------------------------------------------------------------------------------------- the loop
 
 
 def fit(
@@ -120,191 +297,115 @@ def fit(
     evaluate: Callable[[object], dict],
     resume: bool,
     console=None,
-    flops_per_token: float | None = None,
     on_eval: Callable[[int, dict, object, dict], bool] | None = None,
 ) -> FitResult:
     """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
 
-    `on_eval(step, metrics, model, state)` runs after every evaluation; it may keep values in `state` (saved with
-    each checkpoint, so they survive a resume) and returns True to stop early.
+    `on_eval(step, metrics, model, state)` runs on every process after every evaluation; it may keep values in
+    `state` (saved with each checkpoint, so they survive a resume) and returns True to stop early.
     """
-    import torch
     from torch.utils.data import DataLoader
 
     world = accelerator.num_processes
+    accum = accumulation(cfg, world, len(train_ds))
     per_chunk = cfg.micro_batch_size * world
-    if cfg.batch_size % per_chunk:
-        raise TrainError(
-            f"train.batch_size ({cfg.batch_size}) must be a multiple of train.micro_batch_size x processes "
-            f"({cfg.micro_batch_size} x {world} = {per_chunk})"
-        )
-    accum = cfg.batch_size // per_chunk
-    if len(train_ds) < per_chunk:
-        raise TrainError(
-            f"the training split has {len(train_ds)} sequences, fewer than one micro-batch on every process "
-            f"({per_chunk}); lower train.micro_batch_size or add data"
-        )
-
     sampler = make_sampler(len(train_ds), seed, per_chunk)
     loader = DataLoader(train_ds, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
                         drop_last=True)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)  # no decay on biases and norm weights
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_at(s, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps) / cfg.lr,
-    )
+    flops = Flops(model, accelerator)
+    optimizer, schedule = optimizer_and_schedule(model, cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(schedule)
-    per_epoch = len(sampler) // per_chunk  # micro-batches per process per epoch
-
-    main = accelerator.is_main_process
-    state = {"step": 0, "tokens_seen": 0, "seconds": 0.0, "best": None}
-    if resume:
-        latest = run.latest_checkpoint()
-        if latest is None:
-            if main and console is not None:
-                console.print(f"resume: no checkpoint in {run.checkpoints}, starting from step 0")
-        else:
-            step, path = latest
-            accelerator.load_state(str(path))
-            state.update(runs.read_json(path / "trainer_state.json"))
-            if main:
-                runs.truncate_log(run.log, state["step"])
-                if console is not None:
-                    console.print(f"resume: continuing from {path} (step {state['step']} of {cfg.max_steps})")
-    elif main:
-        runs.remove(run.log)
-
-    def micro_batches(start_micro: int):
-        epoch, offset = divmod(start_micro, per_epoch)
-        while True:
-            loader.set_epoch(epoch)
-            sampler.skip = offset * per_chunk
-            yield from loader
-            epoch, offset = epoch + 1, 0
-
+    state = restore(accelerator, run, resume=resume, console=console, max_steps=cfg.max_steps)
     step = state["step"]
-    history: list[dict] = []
-    last_eval: dict = {}
     if step >= cfg.max_steps:
         return FitResult(step, state["tokens_seen"], None, evaluate(model, final=True), state["seconds"], 0.0,
-                         state=state)
+                         state=state, model=model)
 
+    last_eval: dict = {}
     if step == 0:
         last_eval = evaluate(model)
-        _log(run, main, {"step": 0, **_prefixed(last_eval)}, history)
+        _log(run, accelerator.is_main_process, {"step": 0, **_prefixed(last_eval)})
         if on_eval is not None:
             on_eval(0, last_eval, model, state)
 
-    batches = micro_batches(step * accum)
-    model.train()
-    window_loss = torch.zeros((), device=accelerator.device)
-    window_steps = 0
-    window_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-    window_start = time.perf_counter()
-    run_start = time.perf_counter() - state["seconds"]
-    tokens_seen = state["tokens_seen"]
+    batches = micro_batches(loader, sampler, step * accum, len(sampler) // per_chunk, per_chunk)
+    window = Window(accelerator)
+    session_start = time.perf_counter()
+    run_start = session_start - state["seconds"]
     train_loss = None
-    interrupted = False
     stop_early = False
-    progress = _Progress(console if main else None, cfg.max_steps, step)
-    old_handler = signal.getsignal(signal.SIGINT)
-    if world == 1:
-        # Ctrl-C finishes nothing half-way: the loop stops at the next step boundary and saves a checkpoint.
-        def _stop(signum, frame):
-            nonlocal interrupted
-            interrupted = True
-
-        signal.signal(signal.SIGINT, _stop)
-    try:
-        while step < cfg.max_steps and not interrupted and not stop_early:
-            for i in range(accum):
-                batch = next(batches)
-                sync = i == accum - 1
-                ctx = accelerator.no_sync(model) if not sync else _nullcontext()
-                with ctx, accelerator.autocast():
-                    loss = model(**batch).loss
-                    accelerator.backward(loss / accum)
-                window_loss += loss.detach().float() / accum
-                window_tokens += batch["attention_mask"].sum() if "attention_mask" in batch else batch[
-                    "input_ids"].numel()
-            grad_norm = None
-            if cfg.grad_clip > 0:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window_steps += 1
-
-            if step % cfg.log_every == 0 or step == cfg.max_steps or step % cfg.eval_every == 0:
-                mean_loss = accelerator.reduce(window_loss, "mean").item() / window_steps
-                n_tok = int(accelerator.reduce(window_tokens, "sum").item())
-                dt = time.perf_counter() - window_start
-                tokens_seen += n_tok
-                record = {
-                    "step": step,
-                    "loss": round(mean_loss, 5),
-                    "lr": schedule.get_last_lr()[0],
-                    "tokens_per_sec": round(n_tok / dt, 1) if dt > 0 else None,
-                    "tokens": tokens_seen,
-                    "elapsed": round(time.perf_counter() - run_start, 2),
-                }
-                if grad_norm is not None:
-                    record["grad_norm"] = round(float(grad_norm), 4)
-                peak = peak_flops()
-                if peak and flops_per_token and dt > 0:
-                    record["mfu"] = round(flops_per_token * n_tok / dt / (peak * world), 4)
-                train_loss = mean_loss
-                if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    last_eval = evaluate(model, final=step == cfg.max_steps)
-                    model.train()
-                    record.update(_prefixed(last_eval))
-                    if on_eval is not None and on_eval(step, last_eval, model, state):
-                        stop_early = True
-                _log(run, main, record, history)
-                progress.update(step, record)
-                window_loss.zero_()
-                window_tokens.zero_()
-                window_steps = 0
-                window_start = time.perf_counter()
-
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or interrupted or stop_early:
-                state.update(step=step, tokens_seen=tokens_seen, seconds=time.perf_counter() - run_start)
-                save_checkpoint(accelerator, run, state, keep=cfg.keep_checkpoints)
-    finally:
-        progress.close()
-        if world == 1:
-            signal.signal(signal.SIGINT, old_handler)
-    if interrupted:
-        raise KeyboardInterrupt(f"stopped at step {step}; checkpoint saved in {run.checkpoint(step)}")
+    progress = _Progress(console, cfg.max_steps, step)
+    model.train()
+    with StopSignals(accelerator) as stop:
+        try:
+            while step < cfg.max_steps and not stop_early:
+                grad_norm = train_step(accelerator, model, optimizer, schedule, batches, accum, cfg, window)
+                step += 1
+                if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or step == cfg.max_steps:
+                    loss, tokens, positions, seconds = window.close()
+                    state["tokens_seen"] += tokens
+                    record = {"step": step, "loss": round(loss, 5), "lr": schedule.get_last_lr()[0],
+                              "tokens_per_sec": round(tokens / seconds, 1) if seconds > 0 else None,
+                              "tokens": state["tokens_seen"], "elapsed": round(time.perf_counter() - run_start, 2)}
+                    if grad_norm is not None:
+                        record["grad_norm"] = round(float(grad_norm), 4)
+                    mfu = flops.mfu(tokens, positions, seconds)
+                    if mfu is not None:
+                        record["mfu"] = mfu
+                    train_loss = loss
+                    if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                        last_eval = evaluate(model, final=step == cfg.max_steps)
+                        model.train()
+                        record.update(_prefixed(last_eval))
+                        stop_early = on_eval is not None and on_eval(step, last_eval, model, state)
+                    _log(run, accelerator.is_main_process, record)
+                    progress.update(step, record)
+                signum = stop.agreed()
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or signum or stop_early:
+                    state.update(step=step, seconds=time.perf_counter() - run_start)
+                    path = save_checkpoint(accelerator, run, state, keep=cfg.keep_checkpoints)
+                if signum:
+                    name = signal.Signals(signum).name
+                    raise Preempted(signum, f"{name}: stopped at step {step}; checkpoint saved in {path}")
+        finally:
+            progress.close()
 
     seconds = time.perf_counter() - run_start
-    return FitResult(
-        step=step,
-        tokens_seen=tokens_seen,
-        train_loss=train_loss,
-        eval=last_eval,
-        seconds=seconds,
-        tokens_per_sec=tokens_seen / seconds if seconds > 0 else 0.0,
-        history=history,
-        state=state,
-    )
+    mfu = flops.mfu_since(session_start)
+    return FitResult(step=step, tokens_seen=state["tokens_seen"], train_loss=train_loss, eval=last_eval,
+                     seconds=seconds, tokens_per_sec=state["tokens_seen"] / seconds if seconds > 0 else 0.0,
+                     state=state, model=model, mfu=mfu)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+def micro_batches(loader, sampler, start_micro: int, per_epoch: int, per_chunk: int):
+    """Micro-batches from position `start_micro` on, epoch after epoch; the order depends on (seed, epoch) only."""
+    epoch, offset = divmod(start_micro, per_epoch)
+    while True:
+        loader.set_epoch(epoch)
+        sampler.skip = offset * per_chunk
+        yield from loader
+        epoch, offset = epoch + 1, 0
 
-    def __exit__(self, *exc):
-        return False
+
+def train_step(accelerator, model, optimizer, schedule, batches, accum: int, cfg, window: Window):
+    """One optimizer step over `accum` micro-batches (gradients synchronised on the last one only); returns the
+    gradient norm before clipping, or None without clipping."""
+    import contextlib
+
+    for i in range(accum):
+        batch = next(batches)
+        sync = contextlib.nullcontext() if i == accum - 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            loss = model(**batch).loss
+            accelerator.backward(loss / accum)
+        window.add(loss, batch, accum)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    window.steps += 1
+    return grad_norm
 
 
 def _prefixed(metrics: dict) -> dict:
@@ -317,8 +418,7 @@ def _prefixed(metrics: dict) -> dict:
     return out
 
 
-def _log(run: runs.Run, main: bool, record: dict, history: list) -> None:
-    history.append(record)
+def _log(run: runs.Run, main: bool, record: dict) -> None:
     if main:
         run.log.parent.mkdir(parents=True, exist_ok=True)
         with open(run.log, "a", encoding="utf-8") as f:
@@ -343,6 +443,7 @@ def save_checkpoint(accelerator, run: runs.Run, state: dict, *, keep: int) -> Pa
         accelerator.save_state(str(tmp), safe_serialization=True)
     finally:
         quiet.setLevel(level)
+    accelerator.wait_for_everyone()  # every process has written its part (RNG states) before the rename
     if accelerator.is_main_process:
         runs.write_json(tmp / "trainer_state.json", state)
         runs.remove(final)

@@ -1,21 +1,30 @@
-"""Tasks: each knows its columns, how a record becomes model inputs, its default metric and how model outputs
-become predictions. An explicit registry: a test asserts it agrees with the recipe schema."""
+"""Tasks: one object per task (the interface is `llmctl.tasks.base.Task`), in an explicit registry. A test
+asserts it agrees with the recipe schema. Adding a task is one module defining `TASK` plus a line here."""
 
 from __future__ import annotations
 
-from llmctl.tasks import causal_lm, classification, qa, summarization, translation
+from llmctl.tasks import causal_lm, classification, multiple_choice, qa, summarization, translation
+from llmctl.tasks.base import Task
 
-REGISTRY = {
-    "causal_lm": causal_lm,
-    "summarization": summarization,
-    "translation": translation,
-    "classification": classification,
-    "qa": qa,
+REGISTRY: dict[str, Task] = {
+    m.TASK.name: m.TASK
+    for m in (causal_lm, summarization, translation, classification, qa, multiple_choice)
 }
 
 
-def get(name: str):
+def finetunable() -> list[str]:
+    return [name for name, task in REGISTRY.items() if task.finetunable]
+
+
+def get(name: str) -> Task:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(REGISTRY))}") from None
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(REGISTRY)}") from None
+
+
+def for_metric(metric: str) -> list[str]:
+    """Tasks whose default metrics include `metric` (rouge -> summarization), for `eval --metric M`."""
+    related = {"squad": "qa", "bleu": "translation"}
+    return [name for name, task in REGISTRY.items()
+            if metric in task.default_metrics or related.get(metric) == name]

@@ -1,4 +1,4 @@
-"""Right padding shared by every task's collator."""
+"""Right padding shared by every task's collator, and batched forward passes for predictions."""
 
 from __future__ import annotations
 
@@ -24,3 +24,23 @@ def pad_inputs(rows: list[dict], pad_id: int) -> dict:
     if "token_type_ids" in rows[0]:
         batch["token_type_ids"] = pad([r["token_type_ids"] for r in rows], 0)
     return batch
+
+
+def forward_batches(model, rows: list[dict], collate, batch_size: int):
+    """Yield (rows, model output) for consecutive batches of `rows`, without gradients, on the model's device.
+    Labels are left out: predictions need logits only."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = collate(chunk)
+            batch = {k: v.to(model.device) for k, v in batch.items()
+                     if k not in ("labels", "start_positions", "end_positions")}
+            with torch.no_grad():
+                yield chunk, model(**batch)
+    finally:
+        if was_training:
+            model.train()

@@ -17,36 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-NAME = "qa"
-KIND = "span"
-DEFAULT_METRIC = "squad_v2"  # "squad" when the data has no unanswerable questions: see pick_metric()
-DEFAULT_METRICS = ("squad_v2",)
-DEFAULT_BEST = "f1"
-# Span heads exist for encoders and for several decoder-only and encoder-decoder models (GPT-2, Llama, BART, T5).
-FAMILIES = ("encoder", "causal", "seq2seq")
-
-
-def normalize(where: str, rec: dict, d) -> dict:
-    """A SQuAD-style record with the recipe's column names; answers as {"text": [...], "answer_start": [...]}."""
-    from llmctl.data import DataError, require_column, text_field
-
-    answers = require_column(where, rec, d.answers_column, role="answers")
-    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-        raise DataError(f"{where}: column '{d.answers_column}' must be {{\"text\": [...], \"answer_start\": [...]}}")
-    texts, starts = answers["text"], answers["answer_start"]
-    if isinstance(texts, str):  # a single answer written without lists
-        texts, starts = [texts], [starts]
-    return {
-        "id": str(rec.get(d.id_column, where)),
-        "question": text_field(where, rec, d.question_column, "question"),
-        "context": text_field(where, rec, d.context_column, "context"),
-        "answers": {"text": list(texts), "answer_start": [int(x) for x in starts]},
-    }
-
-
-def metric_kwargs(recipe) -> dict:
-    return {}
+from llmctl.tasks.base import Predictions, Spec, Task
 
 
 class QAError(Exception):
@@ -388,3 +361,108 @@ def _sigmoid(x: float) -> float:
     if x == -math.inf:
         return 0.0
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+# ------------------------------------------------------------------------------------------------------- task
+
+
+@dataclass(kw_only=True)
+class ExtractiveQA(Task):
+    # Span heads exist for encoders and for several decoder-only and encoder-decoder models (GPT-2, Llama, BART, T5).
+    families: tuple[str, ...] = ("encoder", "causal", "seq2seq")
+    auto_classes: dict = field(default_factory=lambda: dict.fromkeys(
+        ("encoder", "causal", "seq2seq"), "AutoModelForQuestionAnswering"))
+    peft_types: dict = field(default_factory=lambda: dict.fromkeys(("encoder", "causal", "seq2seq"),
+                                                                   "QUESTION_ANS"))
+
+    def normalize(self, where, rec, d):
+        """A SQuAD-style record with the recipe's column names; answers as {"text": [...], "answer_start": [...]}."""
+        from llmctl.data import DataError, require_column, text_field
+
+        answers = require_column(where, rec, d.answers_column, role="answers")
+        if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
+            raise DataError(f"{where}: column '{d.answers_column}' must be {{\"text\": [...], \"answer_start\": [...]}}")
+        texts, starts = answers["text"], answers["answer_start"]
+        if isinstance(texts, str):  # a single answer written without lists
+            texts, starts = [texts], [starts]
+        return {
+            "id": str(rec.get(d.id_column, where)),
+            "question": text_field(where, rec, d.question_column, "question"),
+            "context": text_field(where, rec, d.context_column, "context"),
+            "answers": {"text": list(texts), "answer_start": [int(x) for x in starts]},
+        }
+
+    def clean(self, examples, where):
+        kept, skipped = check_answers(examples, where)
+        ids = {id(ex) for ex in kept}
+        return kept, [w for w, ex in zip(where, examples) if id(ex) in ids], skipped
+
+    def tokenizer_texts(self, examples):
+        for ex in examples:
+            yield ex["question"]
+            yield ex["context"]
+
+    def spec(self, recipe, tokenizer, train, family, context, say):
+        d = recipe.data
+        length = min(d.max_source_length, context or d.max_source_length)
+        return Spec(task=self.name, family=family, context=context, max_source_length=length,
+                    doc_stride=min(d.doc_stride, length // 2))
+
+    def spec_from_info(self, info, config, family, context):
+        length = info.get("max_source_length") or context or 384
+        return Spec.from_info(info, task=self.name, family=family, context=context, max_source_length=length,
+                              doc_stride=min(info.get("doc_stride") or 128, length // 2))
+
+    def features(self, examples, where, tokenizer, spec):
+        cols = prepare_train_features(examples, tokenizer, max_length=spec.max_source_length,
+                                      doc_stride=spec.doc_stride)
+        return [dict(zip(cols, row)) for row in zip(*cols.values())], 0
+
+    def collator(self, pad_id: int):
+        return collator(pad_id)
+
+    def prediction_options(self, examples):
+        # "No answer" is a possible prediction only when the split has unanswerable questions (SQuAD 2.0).
+        return {"allow_impossible": any(not ex["answers"]["text"] for ex in examples)}
+
+    def predict(self, model, examples, where, tokenizer, spec, settings, **options):
+        from llmctl.tasks.batching import forward_batches
+
+        if not examples:
+            return Predictions([])
+        cols = prepare_eval_features(examples, tokenizer, max_length=spec.max_source_length,
+                                     doc_stride=spec.doc_stride)
+        rows = [dict(zip(cols, r)) for r in zip(*cols.values())]
+        starts, ends = [], []
+        for chunk, out in forward_batches(model, rows, collator(tokenizer.pad_token_id), settings.batch_size):
+            for i, r in enumerate(chunk):
+                n = len(r["input_ids"])
+                starts.append(out.start_logits[i, :n].float().tolist())
+                ends.append(out.end_logits[i, :n].float().tolist())
+        preds = postprocess(examples, cols, starts, ends,
+                            allow_impossible=options.get("allow_impossible", True))
+        return Predictions(preds)
+
+    def score(self, names, predictions, examples, where, spec, kwargs):
+        from llmctl.tasks.base import compute_metrics
+
+        refs = references(examples)
+        out = {}
+        for name in names:
+            if name in ("squad", "squad_v2"):
+                out.update(compute_metrics([name], metric_predictions(predictions, name), refs, kwargs))
+            else:  # a text metric (exact_match, ...) on the first reference answer
+                texts = [p["prediction_text"] for p in predictions]
+                gold = [r["answers"]["text"][0] if r["answers"]["text"] else "" for r in refs]
+                out.update(compute_metrics([name], texts, gold, kwargs))
+        return out
+
+    def baseline(self, train, examples, spec):
+        return [{"id": str(ex["id"]), "prediction_text": "", "no_answer_probability": 1.0} for ex in examples]
+
+    def row(self, example, prediction, spec):
+        return {"id": example["id"], "question": example["question"], "prediction": prediction["prediction_text"],
+                "reference": list(example["answers"]["text"])}
+
+
+TASK = ExtractiveQA(name="qa", default_metrics=("squad_v2",), best_metric="f1")

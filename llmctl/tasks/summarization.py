@@ -1,26 +1,32 @@
-"""Summarization: a document in, a summary out. Default metric ROUGE."""
+"""Summarization: a document in, a summary out. Default metric ROUGE; baseline: the lead sentence."""
 
 from __future__ import annotations
 
-from llmctl.tasks.generative import KIND  # noqa: F401 - part of the task interface
+import re
+from dataclasses import dataclass
 
-NAME = "summarization"
-FAMILIES = ("seq2seq", "causal")
-DEFAULT_METRICS = ("rouge",)
-DEFAULT_BEST = "rouge.rougeL"
-DEFAULT_PROMPT = "{source}\nSummary:"
+from llmctl.tasks.generative import TextToText
+
 TEXT_COLUMN = "document"
 TARGET_COLUMN = "summary"
 
 
-def normalize(where: str, rec: dict, d) -> dict:
-    from llmctl.data import text_field
+@dataclass(kw_only=True)
+class Summarization(TextToText):
+    def normalize(self, where, rec, d):
+        from llmctl.data import text_field
 
-    return {
-        "source": text_field(where, rec, d.text_column or TEXT_COLUMN, "text"),
-        "target": text_field(where, rec, d.target_column or TARGET_COLUMN, "target"),
-    }
+        return {
+            "source": text_field(where, rec, d.text_column or TEXT_COLUMN, "text"),
+            "target": text_field(where, rec, d.target_column or TARGET_COLUMN, "target"),
+        }
+
+    def metric_kwargs(self, eval_cfg, spec):
+        return {"rouge": {"tokenizer": eval_cfg.rouge_tokenizer}}
+
+    def baseline(self, train, examples, spec):
+        return [re.split(r"(?<=[.!?。！？])\s*|\n", ex["source"].strip(), maxsplit=1)[0] for ex in examples]
 
 
-def metric_kwargs(recipe) -> dict:
-    return {"rouge": {"tokenizer": recipe.eval.rouge_tokenizer}}
+TASK = Summarization(name="summarization", default_metrics=("rouge",), best_metric="rouge.rougeL",
+                     default_prompt="{source}\nSummary:")
