@@ -132,7 +132,7 @@ def check_task_family(task, config, source: str) -> str:
     """The model's family, or a one-line error when the family cannot do the task or transformers has no head
     of the task's kind for this architecture."""
     fam = family(config)
-    task.check_family(fam, source)
+    task.check_family(fam, config.model_type, source)
     auto = task.auto_class(fam)
     if config.model_type not in auto._model_mapping._model_mapping:
         raise ModelError(f"{source}: {config.model_type} has no {task.name} head in transformers "
@@ -238,8 +238,16 @@ def save_model(accelerator, model, tokenizer, path: Path, info: dict | None) -> 
         unwrapped.config.llmctl = info
         if info.get("max_new_tokens"):
             unwrapped.generation_config.max_new_tokens = info["max_new_tokens"]
-    unwrapped.save_pretrained(tmp, state_dict=state, is_main_process=main, save_function=accelerator.save,
-                              safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" at every best checkpoint is noise
+    try:
+        unwrapped.save_pretrained(tmp, state_dict=state, is_main_process=main, save_function=accelerator.save,
+                                  safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if main:
         tokenizer.save_pretrained(tmp)
         runs.remove(path)

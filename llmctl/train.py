@@ -367,7 +367,7 @@ def fit(
                     path = save_checkpoint(accelerator, run, state, keep=cfg.keep_checkpoints)
                 if signum:
                     name = signal.Signals(signum).name
-                    raise Preempted(signum, f"{name}: stopped at step {step}; checkpoint saved in {path}")
+                    raise Preempted(signum, f"stopped at step {step} ({name}); checkpoint saved in {path}")
         finally:
             progress.close()
 

@@ -117,11 +117,11 @@ class Task:
 
         return getattr(transformers, self.auto_classes[family])
 
-    def check_family(self, family: str, source: str) -> None:
+    def check_family(self, family: str, model_type: str, source: str) -> None:
         from llmctl.modeling import ModelError
 
         if family not in self.families:
-            raise ModelError(f"{source}: the model is {FAMILY_NAMES[family]} and cannot do {self.name} "
+            raise ModelError(f"{source}: {model_type} is {FAMILY_NAMES[family]} and cannot do {self.name} "
                              f"(needs {' or '.join(FAMILY_NAMES[f] for f in self.families)})")
 
     # ---------------------------------------------------------------------------------------------- features

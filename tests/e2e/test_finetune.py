@@ -147,6 +147,21 @@ def test_qa_encoder_from_scratch(tmp_path):
 # ------------------------------------------------------------------------------------------------ bad input
 
 
+def test_multiple_choice_beats_its_baseline_then_eval(tmp_path):
+    """The fifth task, through the same CLI: SWAG-style records, a multiple-choice head on the pretrained
+    encoder, accuracy above always picking the most frequent position (chance is 0.25)."""
+    run = tmp_path / "runs" / "mc"
+    cli("finetune", "recipes/tiny/multiple_choice.toml", "-o", str(run), check=True)
+    res = check_run(run, ["accuracy.accuracy"])
+    assert res["family"] == "encoder"
+    assert res["metrics"]["accuracy.accuracy"] > res["baseline_metrics"]["accuracy.accuracy"] + 0.1, res
+    out = tmp_path / "mc.json"
+    cli("eval", "--metric", "accuracy", "--output", str(out), cwd=tmp_path, check=True)
+    again = json.loads(out.read_text())
+    assert again["model"] == "runs/mc/final" and again["task"] == "multiple_choice"
+    assert again["metrics"]["accuracy.accuracy"] == pytest.approx(res["metrics"]["accuracy.accuracy"], abs=1e-9)
+
+
 def test_translation_with_an_encoder_only_model_is_refused(tmp_path):
     proc = cli("finetune", "--task", "translation", "--set", "model.arch=bert", "-o", str(tmp_path / "x"))
     assert proc.returncode == 1

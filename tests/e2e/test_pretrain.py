@@ -188,6 +188,7 @@ def test_ctrl_c_saves_a_checkpoint_at_the_step_boundary(small_corpus, tmp_path):
     assert proc.returncode == 130
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted: stopped at step ") and line.endswith("; continue with --resume")
-    step = int(line.split("stopped at step ")[1].split(";")[0])
+    step = int(line.split("stopped at step ")[1].split(" ")[0])
+    assert "(SIGINT)" in line
     state = json.loads((run / "checkpoints" / f"step-{step}" / "trainer_state.json").read_text())
     assert state["step"] == step and not (run / "results.json").exists()

@@ -10,13 +10,17 @@ from llmctl.tasks import classification
 
 
 def test_registry_agrees_with_the_recipe_schema():
+    from llmctl import metrics
+
     schema_tasks = typing.get_args(recipe.Recipe.model_fields["task"].annotation)
     assert set(schema_tasks) == set(tasks.REGISTRY) == set(recipe.TASKS)
-    for name, module in tasks.REGISTRY.items():
-        assert module.NAME == name
-        if name != "causal_lm":
-            assert module.KIND in ("generate", "classify", "span")
-            assert module.DEFAULT_METRICS and module.FAMILIES
+    for name, task in tasks.REGISTRY.items():
+        assert task.name == name
+        assert task.default_metrics and task.families and set(task.auto_classes) == set(task.families)
+        if task.finetunable:
+            for metric in task.default_metrics:
+                assert metrics.resolve_name(metric) == metric
+    assert tasks.finetunable() == ["summarization", "translation", "classification", "qa", "multiple_choice"]
 
 
 def _d(**over):
@@ -88,11 +92,29 @@ def test_integer_and_string_labels_sort_naturally():
     assert classification.label_map([{"label": x} for x in ("pos", "neg")]) == ["neg", "pos"]
 
 
+def test_swag_layout_and_its_errors(tmp_path):
+    p = tmp_path / "swag.json"
+    rec = {"ending0": "sat down.", "ending1": "flew away.", "label": 1, "sent1": "A bird saw a cat.", "sent2": "The bird"}
+    p.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "label": "0"}) + "\n", encoding="utf-8")
+    ex, _ = read(p, "multiple_choice")
+    assert ex == [{"context": "A bird saw a cat.", "start": "The bird", "endings": ["sat down.", "flew away."],
+                   "label": 1}, {"context": "A bird saw a cat.", "start": "The bird",
+                                 "endings": ["sat down.", "flew away."], "label": 0}]
+    p.write_text(json.dumps({**rec, "label": 2}) + "\n", encoding="utf-8")
+    with pytest.raises(data.DataError) as info:
+        read(p, "multiple_choice")
+    assert str(info.value) == f"{p}:1: label column 'label' must be the index of the right ending (0-1), got 2"
+    examples = [{"endings": ["a", "b"]}, {"endings": ["a", "b", "c"]}]
+    with pytest.raises(data.DataError) as info:
+        tasks.get("multiple_choice").clean(examples, ["f:1", "f:2"])
+    assert str(info.value) == "f:2: 3 endings, but the first record of the split has 2"
+
+
 def test_shipped_task_recipes_point_at_existing_data():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    for name in ("summarization", "translation", "classification", "qa"):
+    for name in tasks.finetunable():
         for path in (root / "recipes" / f"{name}.toml", root / "recipes" / "tiny" / f"{name}.toml"):
             r = recipe.load(path)
             assert r.task == name
