@@ -197,9 +197,12 @@ class StopSignals:
             signal.signal(sig, handler)
         return self
 
-    def __exit__(self, *exc):
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
+    def __exit__(self, exc_type, exc, tb):
+        # After a preemption the handlers stay: the process is on its way out, and a launcher that sees one
+        # worker exit sends SIGTERM to the others, which must not cut short their report.
+        if exc_type is not Preempted:
+            for sig, old in self.old.items():
+                signal.signal(sig, old)
         return False
 
     def agreed(self) -> int:
