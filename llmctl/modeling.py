@@ -105,15 +105,6 @@ def meta_parameter_count(config) -> int:
     return count_parameters(model)
 
 
-def flops_per_token(config, n_params: int) -> float:
-    """Training FLOPs per token: 6N for the weights plus the attention term 12 * layers * width * context
-    (the PaLM appendix estimate), used for MFU."""
-    layers = getattr(config, "n_layer", None) or getattr(config, "num_hidden_layers", 0)
-    width = getattr(config, "n_embd", None) or getattr(config, "hidden_size", 0)
-    ctx = context_length(config) or 0
-    return 6.0 * n_params + 12.0 * layers * width * ctx
-
-
 # ---------------------------------------------------------------------------------------------- task models
 
 

@@ -44,3 +44,11 @@ def forward_batches(model, rows: list[dict], collate, batch_size: int):
     finally:
         if was_training:
             model.train()
+
+
+def argmax_predictions(model, rows: list[dict], collate, batch_size: int) -> list[int]:
+    """The highest-scoring class (or choice) of each row, for heads whose logits end in the class dimension."""
+    preds = []
+    for _, out in forward_batches(model, rows, collate, batch_size):
+        preds += out.logits.argmax(-1).tolist()
+    return preds

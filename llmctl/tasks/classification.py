@@ -125,13 +125,10 @@ class Classification(Task):
         return collate
 
     def predict(self, model, examples, where, tokenizer, spec, settings, **options):
-        from llmctl.tasks.batching import forward_batches
+        from llmctl.tasks.batching import argmax_predictions
 
         rows = encode(examples, tokenizer, spec.max_source_length)
-        preds = []
-        for batch, out in forward_batches(model, rows, self.collator(tokenizer.pad_token_id), settings.batch_size):
-            preds += out.logits.argmax(-1).tolist()
-        return Predictions(preds)
+        return Predictions(argmax_predictions(model, rows, self.collator(tokenizer.pad_token_id), settings.batch_size))
 
     def metric_kwargs(self, eval_cfg, spec):
         # Binary F1 of label 1 for two classes (the GLUE convention); macro average over classes otherwise.

@@ -111,13 +111,10 @@ class MultipleChoice(Task):
         return collate
 
     def predict(self, model, examples, where, tokenizer, spec, settings, **options):
-        from llmctl.tasks.batching import forward_batches
+        from llmctl.tasks.batching import argmax_predictions
 
         rows = encode(examples, tokenizer, spec.max_source_length)
-        preds = []
-        for _, out in forward_batches(model, rows, self.collator(tokenizer.pad_token_id), settings.batch_size):
-            preds += out.logits.argmax(-1).tolist()
-        return Predictions(preds)
+        return Predictions(argmax_predictions(model, rows, self.collator(tokenizer.pad_token_id), settings.batch_size))
 
     def score(self, names, predictions, examples, where, spec, kwargs):
         return compute_metrics(names, list(predictions), [ex["label"] for ex in examples], kwargs)
