@@ -239,6 +239,9 @@ def save_model(accelerator, model, tokenizer, path: Path, info: dict | None) -> 
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    # save_pretrained looks into the directory on every process (to clean stale shards), so the main process
+    # renames it only once all are done with it.
+    accelerator.wait_for_everyone()
     if main:
         tokenizer.save_pretrained(tmp)
         runs.remove(path)

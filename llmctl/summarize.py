@@ -318,14 +318,16 @@ def _on_main(accelerator, fn):
         return fn()
     from accelerate.utils import broadcast_object_list
 
-    payload = [None]
+    payload, error = [None], None
     if accelerator.is_main_process:
         try:
             payload = [("ok", fn())]
-        except SummarizeError as exc:
-            payload = [("error", str(exc))]
+        except Exception as exc:  # shared before raising, so that no process waits for the broadcast forever
+            payload, error = [("error", str(exc))], exc
     broadcast_object_list(payload)
     kind, value = payload[0]
+    if error is not None:
+        raise error
     if kind == "error":
         raise SummarizeError(value)
     return value
