@@ -80,12 +80,15 @@ def guarded(fn):
 
         try:
             return fn(*args, **kwargs)
+        # Under a multi-process launch every process meets the same bad input; the main process reports it.
         except RecipeError as exc:
-            for line in exc.problems:
-                err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
+            if _is_main_process():
+                for line in exc.problems:
+                    err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_RECIPE) from None
         except _user_errors() as exc:
-            err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            if _is_main_process():
+                err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt as exc:
             from llmctl.train import Preempted
@@ -275,7 +278,7 @@ def _relaunch(n: int, accelerate_config: str = "") -> None:
     cmd += ["-m", "llmctl", *cleaned]
     err_console.print(f"launching {n} processes: accelerate launch --num_processes {n} -m llmctl "
                       f"{' '.join(cleaned)}", soft_wrap=True)
-    child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
     received = []
 
     def forward(signum, frame):
@@ -285,12 +288,47 @@ def _relaunch(n: int, accelerate_config: str = "") -> None:
 
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        _pass_on_stderr(child.stderr)
         code = child.wait()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if code:
         raise typer.Exit(128 + received[0] if received else code)
+
+
+def _pass_on_stderr(stream) -> None:
+    """Copy the launched processes' stderr to ours, less the launcher's own noise: torch elastic's log lines,
+    the port warning, and, when a worker fails, the launcher's traceback and failure summary, which only repeat
+    that a worker exited (the worker has already said why, in one line or in its own traceback)."""
+    import re
+
+    elastic = re.compile(r"^[WEI]\d{4} [\d:.]+ +\d+ .*torch/distributed/elastic/")
+    held: list[str] = []  # from the first unprefixed traceback on: it may be the launcher's
+    skip_next = False
+    for line in stream:
+        if skip_next:
+            skip_next = False
+            continue
+        if elastic.match(line):
+            continue
+        if "is already in use. Accelerate will attempt" in line:
+            skip_next = True  # the warnings.warn( line that follows
+            continue
+        if held or line.startswith("Traceback (most recent call last):"):
+            held.append(line)
+            continue
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    starts = [i for i, line in enumerate(held) if line.startswith("Traceback (most recent call last):")]
+    last = starts.pop() if starts else len(held)
+    while starts and any(w in "".join(held[last - 3 : last]) for w in ("During handling", "direct cause")):
+        last = starts.pop()  # a chained exception: the launcher's traceback starts at the first link
+    tail = "".join(held[last:])
+    if "accelerate/commands/launch.py" in tail and ("ChildFailedError" in tail or "SignalException" in tail):
+        held = held[:last]
+    sys.stderr.write("".join(held))
+    sys.stderr.flush()
 
 
 # -------------------------------------------------------------------------------------------------- finetune

@@ -128,9 +128,12 @@ def shard_map(accelerator, items: list, fn) -> list:
     return out
 
 
-def synced(accelerator) -> bool:
-    """Whether forward passes are collectives (sharded parameters), so generation must keep processes in step."""
-    return str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED")
+def sharded(accelerator) -> bool:
+    """Whether parameters are sharded (FSDP, DeepSpeed), so every forward pass is a collective and generation
+    must keep the processes in step."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def predict(accelerator, task, model, tokenizer, spec, settings, examples: list[dict], where: list[str], *,
@@ -138,7 +141,7 @@ def predict(accelerator, task, model, tokenizer, spec, settings, examples: list[
     """The task's predictions for `examples` on every process, in input order (a Predictions)."""
     from llmctl.tasks.base import Predictions
 
-    options = {**task.prediction_options(examples), "seed": seed, "synced_gpus": synced(accelerator)}
+    options = {**task.prediction_options(examples), "seed": seed, "synced_gpus": sharded(accelerator)}
 
     def run(shard):
         got = task.predict(model, [examples[i] for i in shard], [where[i] for i in shard], tokenizer, spec,
@@ -168,7 +171,7 @@ def metric_names(task, requested) -> list[str]:
     return [metric_mod.resolve_name(m) for m in (requested or task.default_metrics)]
 
 
-def loss_evaluator(accelerator, task, features: list[dict], collate, *, batch_size: int = 16):
+def loss_evaluator(accelerator, features: list[dict], collate, *, batch_size: int = 16):
     """Mean validation loss per batch as the model computes it (its `.loss`), over all processes."""
     import torch
     from torch.utils.data import DataLoader
@@ -198,7 +201,7 @@ def task_evaluator(accelerator, task, spec, tokenizer, examples: list[dict], whe
     so all take the same best-checkpoint and early-stopping decisions without another collective.
     """
     features, _ = task.features(examples, where, tokenizer, spec)
-    loss_fn = loss_evaluator(accelerator, task, features, task.collator(tokenizer.pad_token_id))
+    loss_fn = loss_evaluator(accelerator, features, task.collator(tokenizer.pad_token_id))
 
     def evaluate(model, final: bool = False) -> dict:
         metrics = {"loss": loss_fn(model)}
@@ -234,9 +237,10 @@ def run_dir_of(model_dir: str) -> Path | None:
     return parent if (parent / "recipe.toml").exists() and (parent / "results.json").exists() else None
 
 
-def load_model_dir(path: str, *, task_name: str | None = None, device=None) -> Loaded:
-    """Load a finished model with the head its task needs, on `device`. The task comes from the model's
-    config.llmctl, else `task_name`; a model from elsewhere that records none needs it."""
+def load_model_dir(path: str, *, task_name: str | None = None, default_task: str | None = None,
+                   device=None) -> Loaded:
+    """Load a finished model with the head its task needs, on `device`. The task is `task_name`, else the one the
+    model's config.llmctl records, else `default_task`; a model from elsewhere that records none needs one."""
     from llmctl import data, modeling
     from llmctl import recipe as recipe_mod
     from llmctl import tasks as registry
@@ -246,7 +250,7 @@ def load_model_dir(path: str, *, task_name: str | None = None, device=None) -> L
     info = getattr(config, "llmctl", None) or {}
     if not isinstance(info, dict):
         raise modeling.ModelError(f"{path}: config.json 'llmctl' must be an object, got {type(info).__name__}")
-    name = task_name or info.get("task")
+    name = task_name or info.get("task") or default_task
     if name is None:
         raise data.DataError(f"{path}: the model records no task; pass --task ({', '.join(registry.finetunable())})")
     if name not in registry.REGISTRY or not registry.get(name).finetunable:

@@ -180,7 +180,9 @@ def _maybe_lora(recipe, task, model, fam: str, accelerator):
         return model
     from peft import LoraConfig, TaskType, get_peft_model
 
-    if str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED"):
+    from llmctl.evaluation import sharded
+
+    if sharded(accelerator):
         raise FinetuneError("lora: LoRA runs use data parallelism (DDP); drop the FSDP/DeepSpeed "
                             "train.accelerate_config, the adapters are small enough not to need sharding")
     kind = task.peft_types.get(fam)

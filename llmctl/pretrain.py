@@ -77,8 +77,6 @@ def _load_config(path: str, auto_config):
 
 
 def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
-    from accelerate import PartialState
-
     from llmctl import tokenizer as tok_mod
     from llmctl.evaluation import causal_lm_evaluator
     from llmctl.tasks import causal_lm
@@ -88,7 +86,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
     main = accelerator.is_main_process
     out = console if main else None
-    with PartialState().main_process_first():  # the main process preprocesses; the others find its cache
+    with accelerator.main_process_first():  # the main process preprocesses; the others find its cache
         prepared = data.prepare(recipe, run, out)
     tokenizer = tok_mod.load(str(prepared.tokenizer))
 

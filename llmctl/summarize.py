@@ -124,11 +124,7 @@ def _load(model_dir: str, device=None):
     if not Path(model_dir).is_dir():
         raise SummarizeError(f"{model_dir}: model directory not found")
     try:
-        config = modeling.load_config(model_dir)
-        info = getattr(config, "llmctl", None) or {}
-        if not isinstance(info, dict):
-            raise SummarizeError(f"{model_dir}: config.json 'llmctl' must be an object, got {type(info).__name__}")
-        loaded = evaluation.load_model_dir(model_dir, task_name=info.get("task") or "summarization", device=device)
+        loaded = evaluation.load_model_dir(model_dir, default_task="summarization", device=device)
     except (modeling.ModelError, TokenizerError, DataError) as exc:
         raise SummarizeError(str(exc)) from None
     if not loaded.task.generates:
@@ -257,7 +253,7 @@ def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt
         output.parent.mkdir(parents=True, exist_ok=True)
         out_file = open(output, "a" if fmt == "jsonl" else "w", encoding="utf-8")
     chunk = settings.batch_size * accelerator.num_processes * CHUNK_BATCHES
-    synced = evaluation.synced(accelerator)
+    synced = evaluation.sharded(accelerator)
 
     def run_chunk(positions: list[int]) -> list[tuple[str, bool]]:
         report = generation.generate(model, tokenizer, [texts[i] for i in positions], settings,
