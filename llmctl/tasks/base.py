@@ -62,6 +62,18 @@ class Predictions:
     capped: list[bool] = field(default_factory=list)
 
 
+class RecordCheck:
+    """Checks that span the records of a split, fed one example at a time in file order, so a split of any size
+    streams through them: `keep` says whether to keep an example (and may raise on a bad one, naming `where`);
+    `done` runs after the last one, may raise a split-level error, and returns how many examples were dropped."""
+
+    def keep(self, where: str, example: dict) -> bool:
+        return True
+
+    def done(self) -> int:
+        return 0
+
+
 @dataclass(kw_only=True)
 class Task:
     """Defaults shared by the tasks; each task module defines a subclass and one instance of it."""
@@ -87,9 +99,17 @@ class Task:
         """One record of a data file as this task's example; errors name `where` (file and line) and column."""
         raise NotImplementedError
 
+    def check(self) -> RecordCheck:
+        """A fresh checker for one split: drops examples that cannot be learned from, and rejects what is
+        inconsistent across records (label types, duplicate ids, ...)."""
+        return RecordCheck()
+
     def clean(self, examples: list[dict], where: list[str]) -> tuple[list[dict], list[str], int]:
-        """Drop examples that cannot be learned from; returns (examples, where, how many were dropped)."""
-        return examples, where, 0
+        """`check` over a split held in lists; returns (examples, where, how many were dropped)."""
+        checker = self.check()
+        kept = [(ex, w) for ex, w in zip(examples, where, strict=True) if checker.keep(w, ex)]
+        dropped = checker.done()
+        return [ex for ex, _ in kept], [w for _, w in kept], dropped
 
     def tokenizer_texts(self, examples: Iterable[dict]) -> Iterator[str]:
         """The texts a tokenizer trained for this task learns from."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, Spec, Task, compute_metrics
+from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, compute_metrics
 
 TEXT_COLUMN = "text"
 
@@ -60,6 +60,26 @@ def encode(examples: list[dict], tokenizer, max_length: int) -> list[list[int]]:
     return [dict(e) for e in out]
 
 
+class SameLabelType(RecordCheck):
+    """Labels of a split are all text or all integers: with `1` in one record and `"1"` in another the user
+    meant one class, or two, and guessing either way trains the wrong model."""
+
+    def __init__(self):
+        self.first: tuple[type, str, object] | None = None
+
+    def keep(self, where, example):
+        from llmctl.data import DataError
+
+        label = example["label"]
+        if self.first is None:
+            self.first = (type(label), where, label)
+        elif type(label) is not self.first[0]:
+            kind = {str: "text", int: "an integer"}
+            raise DataError(f"{where}: label {label!r} is {kind[type(label)]}, but the label at {self.first[1]} "
+                            f"({self.first[2]!r}) is {kind[self.first[0]]}; write every label the same way")
+        return True
+
+
 @dataclass(kw_only=True)
 class Classification(Task):
     families: tuple[str, ...] = ("encoder", "causal", "seq2seq")
@@ -79,6 +99,9 @@ class Classification(Task):
                             f"got {label!r}")
         out["label"] = label.strip() if isinstance(label, str) else label
         return out
+
+    def check(self):
+        return SameLabelType()
 
     def tokenizer_texts(self, examples):
         for ex in examples:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, Spec, Task, compute_metrics
+from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, compute_metrics
 
 CONTEXT_COLUMN = "sent1"
 START_COLUMN = "sent2"
@@ -44,6 +44,23 @@ def encode(examples: list[dict], tokenizer, max_length: int) -> list[dict]:
     return out
 
 
+class SameEndings(RecordCheck):
+    """Every example of a split has as many endings as the first (the model scores a fixed number of choices)."""
+
+    def __init__(self):
+        self.n: int | None = None
+
+    def keep(self, where, example):
+        from llmctl.data import DataError
+
+        n = len(example["endings"])
+        if self.n is None:
+            self.n = n
+        elif n != self.n:
+            raise DataError(f"{where}: {n} endings, but the first record of the split has {self.n}")
+        return True
+
+
 @dataclass(kw_only=True)
 class MultipleChoice(Task):
     families: tuple[str, ...] = ("encoder",)
@@ -73,14 +90,8 @@ class MultipleChoice(Task):
             "label": label,
         }
 
-    def clean(self, examples, where):
-        from llmctl.data import DataError
-
-        n = len(examples[0]["endings"]) if examples else 0
-        for ex, w in zip(examples, where):
-            if len(ex["endings"]) != n:
-                raise DataError(f"{w}: {len(ex['endings'])} endings, but the first record of the split has {n}")
-        return examples, where, 0
+    def check(self):
+        return SameEndings()
 
     def tokenizer_texts(self, examples):
         for ex in examples:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, Spec, Task
+from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task
 
 
 class QAError(Exception):
@@ -45,30 +45,48 @@ def _answer_ok(context: str, text, start) -> bool:
     return 0 <= start and context[start : start + len(text)] == text
 
 
-def check_answers(records: list[dict], where: list[str]) -> tuple[list[dict], int]:
-    """Drop the records whose answers are not at `answer_start` in the context; return (kept, skipped).
+class AnswerCheck(RecordCheck):
+    """Drops the records whose answers are not at `answer_start` in the context, and rejects duplicate ids.
 
     A wrong offset would otherwise train the model on whatever span happens to sit there. A record is dropped
     if any of its answers is wrong (SQuAD dev records carry several), or if its text and start lists differ in
     length. When every answerable record is wrong the offsets are surely systematically off (bytes vs
-    characters, 1-based, ...), so that is an error rather than a silently empty split.
+    characters, 1-based, ...), so that is an error rather than a silently empty split. Ids key predictions to
+    references in the squad metrics, so a repeated id would score one question's answer against another's.
     """
-    kept, bad, answerable = [], [], 0
-    for rec, loc in zip(records, where, strict=True):
+
+    def __init__(self):
+        self.bad: list[str] = []
+        self.answerable = 0
+        self.seen: dict[str, str] = {}
+
+    def keep(self, where, rec):
+        key = str(rec.get("id"))
+        if key in self.seen:
+            raise QAError(f"{where}: duplicate id {key!r} (first at {self.seen[key]})")
+        self.seen[key] = where
         answers = rec.get("answers") or {"text": [], "answer_start": []}
         texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
         if not texts and not starts:
-            kept.append(rec)
-            continue
-        answerable += 1
+            return True
+        self.answerable += 1
         context = rec.get("context", "")
         if len(texts) == len(starts) and all(_answer_ok(context, t, s) for t, s in zip(texts, starts)):
-            kept.append(rec)
-        else:
-            bad.append(loc)
-    if answerable and len(bad) == answerable:
-        raise QAError(f"{bad[0]}: no answer is in its context ({len(bad)} records)")
-    return kept, len(bad)
+            return True
+        self.bad.append(where)
+        return False
+
+    def done(self):
+        if self.answerable and len(self.bad) == self.answerable:
+            raise QAError(f"{self.bad[0]}: no answer is in its context ({len(self.bad)} records)")
+        return len(self.bad)
+
+
+def check_answers(records: list[dict], where: list[str]) -> tuple[list[dict], int]:
+    """`AnswerCheck` over lists: (kept records, how many were dropped)."""
+    checker = AnswerCheck()
+    kept = [rec for rec, loc in zip(records, where, strict=True) if checker.keep(loc, rec)]
+    return kept, checker.done()
 
 
 def references(records: list[dict]) -> list[dict]:
@@ -392,10 +410,8 @@ class ExtractiveQA(Task):
             "answers": {"text": list(texts), "answer_start": [int(x) for x in starts]},
         }
 
-    def clean(self, examples, where):
-        kept, skipped = check_answers(examples, where)
-        ids = {id(ex) for ex in kept}
-        return kept, [w for w, ex in zip(where, examples) if id(ex) in ids], skipped
+    def check(self):
+        return AnswerCheck()
 
     def tokenizer_texts(self, examples):
         for ex in examples:

@@ -241,8 +241,13 @@ def test_check_answers_drops_and_counts_bad_offsets():
     assert kept == [good, unanswerable] and skipped == 2
 
     with pytest.raises(qa.QAError) as info:
-        qa.check_answers([unanswerable, off_by_one, off_by_one], ["d.jsonl:1", "d.jsonl:2", "d.jsonl:3"])
+        qa.check_answers([unanswerable, off_by_one, {**off_by_one, "id": "b2"}],
+                         ["d.jsonl:1", "d.jsonl:2", "d.jsonl:3"])
     assert str(info.value) == "d.jsonl:2: no answer is in its context (2 records)"
+    # An id seen twice would pair one question's prediction with another's answers in the squad metrics.
+    with pytest.raises(qa.QAError) as info:
+        qa.check_answers([good, unanswerable, {**unanswerable}], ["d.jsonl:1", "d.jsonl:2", "d.jsonl:3"])
+    assert str(info.value) == "d.jsonl:3: duplicate id 'u' (first at d.jsonl:2)"
     # Only unanswerable records: nothing to check, nothing dropped.
     assert qa.check_answers([unanswerable], ["d.jsonl:1"]) == ([unanswerable], 0)
 
