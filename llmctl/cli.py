@@ -28,7 +28,19 @@ app = typer.Typer(
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-RecipeArg = Annotated[Path, typer.Argument(help="A TOML recipe, e.g. recipes/gpt-small.toml.", show_default=False)]
+RecipeArg = Annotated[Path, typer.Argument(help="A TOML recipe file, or the name of a shipped recipe (see `llmctl "
+                                                "recipes`), e.g. gpt-small.", show_default=False)]
+DataOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--data", help="Your data file (repeatable). Replaces the recipe's training and validation "
+                                "data; validation is held out from it unless --validation-data is given.",
+                 show_default=False),
+]
+ValidationDataOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--validation-data", help="Validation file (repeatable), instead of holding out part of the "
+                                           "training data.", show_default=False),
+]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a recipe key, typed as TOML: --set train.lr=3e-4 (repeatable).",
@@ -101,10 +113,15 @@ def guarded(fn):
     return wrapper
 
 
-def _load_recipe(path: Path, sets: list[str] | None):
+def _load_recipe(path: Path, sets: list[str] | None, data_files: list[str] | None = None,
+                 validation_files: list[str] | None = None):
+    """A recipe file or shipped recipe name, with --data/--validation-data and then --set applied, and its
+    `pkg:` and `embedded:` paths resolved."""
+    from llmctl import catalog
     from llmctl import recipe as recipe_mod
 
-    return recipe_mod.load(path, sets or [])
+    extra = recipe_mod.data_overrides(data_files or [], validation_files or [])
+    return catalog.resolve_paths(recipe_mod.load(catalog.find(path), [*extra, *(sets or [])]))
 
 
 def _root(recipe, output_dir: Path | None) -> Path:
@@ -125,22 +142,40 @@ def _quiet_tokenizers() -> None:
 @guarded
 def preprocess(
     recipe: RecipeArg,
+    data_: DataOpt = None,
+    validation_data: ValidationDataOpt = None,
     set_: SetOpt = None,
     output_dir: OutputDirOpt = None,
     dry_run: DryRunOpt = False,
 ):
-    """Train or load the tokenizer, tokenize, pack and split the recipe's data into the run directory.
+    """Prepare a recipe's data in the run directory, so that training starts from the cache.
 
-    An unchanged rerun does no work. [bold]Example:[/]
+    Pretraining: train or load the tokenizer, tokenize, pack and split the corpus. Fine-tuning: read and check
+    the records into Arrow, make the tokenizer, tokenize the training features. An unchanged rerun does no work,
+    and `pretrain` / `finetune` with the same recipe and output directory reuse it. [bold]Examples:[/]
 
-        llmctl preprocess recipes/gpt-small.toml --set data.block_size=128
+        llmctl preprocess gpt-small --set data.block_size=128
+        llmctl preprocess summarization --data articles.jsonl --set data.text_column=article
     """
     from llmctl import data, runs
 
     _quiet_tokenizers()
-    r = _load_recipe(recipe, set_)
+    r = _load_recipe(recipe, set_, data_, validation_data)
     root = _root(r, output_dir)
     run = runs.Run(root)
+    from llmctl import tasks as registry
+
+    if registry.get(r.task).finetunable:
+        from llmctl import finetune as ft
+
+        if dry_run:
+            _print_plan(ft.plan(r, root))
+            return
+        _write_recipe(r, run)
+        td = ft.prepare_data(r, run, console)
+        console.print(f"[green]preprocess:[/] {len(td.train):,} training examples ({len(td.features):,} features) "
+                      f"+ {len(td.validation):,} validation examples -> {run.data}")
+        return
     if dry_run:
         hit = data.cached(r, run)
         _print_plan({
@@ -171,6 +206,8 @@ def _write_recipe(r, run) -> None:
 @guarded
 def pretrain(
     recipe: RecipeArg,
+    data_: DataOpt = None,
+    validation_data: ValidationDataOpt = None,
     set_: SetOpt = None,
     output_dir: OutputDirOpt = None,
     dry_run: DryRunOpt = False,
@@ -182,12 +219,13 @@ def pretrain(
 
     Runs preprocessing first when it has not been run. [bold]Examples:[/]
 
-        llmctl pretrain recipes/gpt-small.toml
+        llmctl pretrain gpt-small
+        llmctl pretrain gpt-small --data my-corpus.txt --output-dir runs/mine
         llmctl pretrain recipes/tiny/pretrain.toml --set train.max_steps=50 --num-processes 2
-        llmctl pretrain recipes/gpt-small.toml --resume
+        llmctl pretrain gpt-small --resume
     """
     _quiet_tokenizers()
-    r = _load_recipe(recipe, set_)
+    r = _load_recipe(recipe, set_, data_, validation_data)
     root = _root(r, output_dir)
     if dry_run:
         from llmctl.pretrain import plan
@@ -337,12 +375,14 @@ def _pass_on_stderr(stream) -> None:
 @app.command()
 @guarded
 def finetune(
-    recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe [default: recipes/<task>.toml].",
+    recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe file or a shipped recipe's name "
+                                                           "[default: the shipped recipe of --task].",
                                                       show_default=False)] = None,
     task: Annotated[Optional[str], typer.Option(help="summarization, translation, classification, qa or "
                                                      "multiple_choice.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model directory or hub id (overrides model.path).")] = None,
-    data_: Annotated[Optional[str], typer.Option("--data", help="Training file (overrides data.train_files).")] = None,
+    data_: DataOpt = None,
+    validation_data: ValidationDataOpt = None,
     set_: SetOpt = None,
     output_dir: OutputDirOpt = None,
     dry_run: DryRunOpt = False,
@@ -356,13 +396,15 @@ def finetune(
     or encoder-only (BERT-like, for classification and QA). [bold]Examples:[/]
 
         llmctl finetune --task summarization
+        llmctl finetune --task classification --data reviews.csv --set data.text_column=review
         llmctl finetune recipes/translation.toml --set model.path=runs/gpt-small/final
         llmctl finetune --task classification --model path/to/minilm --set lora.enabled=true
     """
     from llmctl import finetune as ft
 
     _quiet_tokenizers()
-    r = ft.resolve(recipe, task=task, model=model, data_file=data_, sets=set_ or [])
+    r = ft.resolve(recipe, task=task, model=model, data_files=data_ or [], validation_files=validation_data or [],
+                   sets=set_ or [])
     root = _root(r, output_dir)
     if dry_run:
         _print_plan(ft.plan(r, root, num_processes=num_processes))
@@ -403,6 +445,11 @@ def eval_(
     ] = None,
     num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width.")] = None,
     text_column: Annotated[str, typer.Option(help="Perplexity: text column of JSONL/CSV/Parquet files.")] = "text",
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", "-s", help="Change the run's column mapping for --data: --set data.text_column=review "
+                                         "(repeatable).", show_default=False),
+    ] = None,
     num_processes: ProcsOpt = 1,
 ):
     """Evaluate a model with one or more metrics, or score an existing predictions file.
@@ -413,6 +460,7 @@ def eval_(
         llmctl eval --metric rouge
         llmctl eval --metric perplexity --model runs/gpt-small/final --data runs/gpt-small/data/validation
         llmctl eval --metric sacrebleu --metric chrf --model runs/translation/final --data valid.jsonl
+        llmctl eval --model runs/classification/final --data test.csv --set data.text_column=review
         llmctl eval --predictions preds.jsonl --metric squad
         llmctl eval --model runs/summarization/final --num-processes 2
     """
@@ -424,7 +472,7 @@ def eval_(
     result = evaluate_cli.run(
         metrics=metric or [], model=model, data=data_, task=task, predictions=predictions, output=output,
         batch_size=batch_size, block_size=block_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
-        text_column=text_column, console=console,
+        text_column=text_column, console=console, sets=set_ or [],
     )
     if not _is_main_process():
         return
@@ -563,6 +611,15 @@ def _print_task_results(results: dict, run) -> None:
             table.add_row(key, str(results[key]))
     console.print(table)
     console.print(f"model: {run.final}   predictions: {results['predictions']}")
+
+
+def _register_subcommands() -> None:
+    from llmctl import recipes_cli
+
+    app.add_typer(recipes_cli.app, name="recipes")
+
+
+_register_subcommands()
 
 
 def main() -> None:

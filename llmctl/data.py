@@ -75,11 +75,33 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def _utf8_error(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """A one-line error naming the line and column of the first byte that is not UTF-8.
+
+    The decoder reads the file in chunks, so the exception's offset is relative to a chunk and says nothing of the
+    line; the file is scanned again line by line (only on error). A newline byte never occurs inside a UTF-8
+    sequence, so splitting the raw bytes at newlines cannot cut a valid character."""
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    head = raw[: bad.start].decode("utf-8")
+                    if lineno == 1:
+                        head = head.removeprefix("\ufeff")
+                    return DataError(f"{path}:{lineno}: not valid UTF-8 text (column {len(head) + 1}, byte "
+                                     f"0x{raw[bad.start]:02x}); save the file as UTF-8")
+    except OSError:
+        pass
+    return DataError(f"{path}: not valid UTF-8 text (byte {exc.start}); save the file as UTF-8")
+
+
 def _decode_guard(path: Path, fn):
     try:
         yield from fn()
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+        raise _utf8_error(path, exc) from None
 
 
 def _iter_txt(path: Path, mode: str):
@@ -120,6 +142,8 @@ def _iter_jsonl(path: Path, first_lineno: int = 1):
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                except RecursionError:  # json recurses once per nesting level
+                    raise DataError(f"{path}:{lineno}: JSON nested too deep to read") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
                 yield f"{path}:{lineno}", rec
@@ -134,12 +158,14 @@ def _iter_json(path: Path):
         try:
             first = f.readline()
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+            raise _utf8_error(path, exc) from None
     try:
         one = json.loads(first) if first.strip() else None
         is_lines = isinstance(one, dict)
     except json.JSONDecodeError:
         is_lines = False
+    except RecursionError:  # json recurses once per nesting level
+        raise DataError(f"{path}:1: JSON nested too deep to read") from None
     # A one-line document {"data": [...]} also parses as a first line: read it whole, and fall back to lines
     # only if the file holds more than that one object.
     if is_lines and not isinstance(one.get("data"), list):
@@ -154,7 +180,9 @@ def _iter_json(path: Path):
             return
         raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+        raise _utf8_error(path, exc) from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deep to read") from None
     rows = doc
     if isinstance(doc, dict):
         if "data" not in doc or not isinstance(doc["data"], list):
@@ -172,21 +200,51 @@ def _iter_json(path: Path):
 
 
 def _flatten_squad(path: Path, articles: list) -> Iterator[tuple[str, dict]]:
+    def keys(obj: dict) -> str:
+        return ", ".join(repr(k) for k in obj) or "none"
+
+    def listed(where: str, obj: dict, key: str) -> list:
+        if key not in obj:
+            raise DataError(f"{where}: no \"{key}\" list (keys: {keys(obj)})")
+        if not isinstance(obj[key], list):
+            raise DataError(f"{where}: \"{key}\" must be a list, got {type(obj[key]).__name__}")
+        return obj[key]
+
     n = 0
-    for article in articles:
+    for i, article in enumerate(articles, 1):
+        if not isinstance(article, dict):
+            raise DataError(f"{path}: article {i}: expected a JSON object, got {type(article).__name__}")
         title = article.get("title", "")
-        for para in article.get("paragraphs", []):
-            context = para.get("context", "")
-            for qa in para.get("qas", []):
+        for j, para in enumerate(listed(f"{path}: article {i}", article, "paragraphs"), 1):
+            at = f"{path}: article {i}, paragraph {j}"
+            if not isinstance(para, dict):
+                raise DataError(f"{at}: expected a JSON object, got {type(para).__name__}")
+            if "context" not in para:
+                raise DataError(f"{at}: no \"context\" (keys: {keys(para)})")
+            context = para["context"]
+            for qa in listed(at, para, "qas"):
                 n += 1
-                answers = qa.get("answers", [])
-                if qa.get("is_impossible"):
-                    answers = []
-                yield f"{path}: question {n}", {
-                    "id": qa.get("id", str(n)),
+                where = f"{path}: question {n}"
+                if not isinstance(qa, dict):
+                    raise DataError(f"{where}: expected a JSON object, got {type(qa).__name__}")
+                for key in ("id", "question"):
+                    if key not in qa:
+                        raise DataError(f"{where}: no \"{key}\" (keys: {keys(qa)})")
+                # A question without "answers" is not unanswerable unless it says so: reading it as such would
+                # silently turn a SQuAD v1 split into a v2 one.
+                answers = [] if qa.get("is_impossible") else listed(where, qa, "answers")
+                for k, a in enumerate(answers, 1):
+                    if not isinstance(a, dict):
+                        raise DataError(f"{where}: answer {k} must be a JSON object with \"text\" and "
+                                        f"\"answer_start\", got {type(a).__name__}")
+                    for key in ("text", "answer_start"):
+                        if key not in a:
+                            raise DataError(f"{where}: answer {k} has no \"{key}\" (keys: {keys(a)})")
+                yield where, {
+                    "id": qa["id"],
                     "title": title,
                     "context": context,
-                    "question": qa.get("question", ""),
+                    "question": qa["question"],
                     "answers": {
                         "text": [a["text"] for a in answers],
                         "answer_start": [a["answer_start"] for a in answers],
@@ -195,16 +253,39 @@ def _flatten_squad(path: Path, articles: list) -> Iterator[tuple[str, dict]]:
 
 
 def _iter_csv(path: Path, delimiter: str):
+    import sys
+
+    # The csv module refuses fields over 131072 characters by default (a long document in one cell). The limit is
+    # a C long: sys.maxsize overflows it where long is 32 bits (Windows), so fall back to the largest 32-bit value.
+    if csv.field_size_limit() < 2**31 - 1:
+        try:
+            csv.field_size_limit(sys.maxsize)
+        except OverflowError:
+            csv.field_size_limit(2**31 - 1)
+
+    kind = "TSV" if delimiter == "\t" else "CSV"
+
+    def rows(reader):
+        while True:
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:  # e.g. "new-line character seen in unquoted field", a NUL byte
+                raise DataError(f"{path}:{reader.line_num}: invalid {kind}: {exc}") from None
+            if row is None:
+                return
+            yield row
+
     def gen():
         with _open_text(path) as f:
             # TSV files (GLUE style) contain bare quote characters: read them without quote handling.
             quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
             reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-            header = next(reader, None)
+            records = rows(reader)
+            header = next(records, None)
             if header is None:
                 return
             header = [h.strip() for h in header]
-            for row in reader:
+            for row in records:
                 if not row or all(not c.strip() for c in row):
                     continue
                 if len(row) != len(header):
@@ -222,12 +303,27 @@ def _iter_parquet(path: Path):
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise DataError(f"{path}: cannot read Parquet file: {exc}") from None
+        raise DataError(f"{path}: cannot read Parquet file: {_first_line(exc)}") from None
     row = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for rec in batch.to_pylist():
+    batches = pf.iter_batches(batch_size=4096)
+    while True:
+        # A file with a sound footer can still hold corrupt pages, which fail only when read; only the reading is
+        # guarded here, not the consumer of the records.
+        try:
+            batch = next(batches, None)
+            recs = batch.to_pylist() if batch is not None else []
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read Parquet file past row {row}: {_first_line(exc)}") from None
+        if batch is None:
+            return
+        for rec in recs:
             row += 1
             yield f"{path}: row {row}", rec
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def require_column(where: str, rec: dict, column: str, *, role: str = "text") -> object:
@@ -240,6 +336,9 @@ def require_column(where: str, rec: dict, column: str, *, role: str = "text") ->
 def text_field(where: str, rec: dict, column: str, role: str) -> str:
     """A required text column of a record, as a string (numbers are taken as their text)."""
     value = require_column(where, rec, column, role=role)
+    # A missing value is null in JSON and Parquet, and NaN in a float column written by pandas: never text.
+    if value is None or (isinstance(value, float) and value != value):
+        raise DataError(f"{where}: {role} column '{column}' is empty ({'null' if value is None else 'NaN'})")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
@@ -412,7 +511,7 @@ class Prepared:
     cached: bool
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -428,17 +527,17 @@ def cache_key(recipe) -> str:
         file_format(Path(name))
     tok_source = tokenizer_source(recipe)
     if tok_source and Path(tok_source).is_dir():
-        from llmctl.tokenizer import file_digest
+        from llmctl.tokenizer import file_digest as tokenizer_digest
 
-        tok_id = {"dir": file_digest(Path(tok_source))}
+        tok_id = {"dir": tokenizer_digest(Path(tok_source))}
     elif tok_source:
         tok_id = {"hub": tok_source}
     else:
         tok_id = {"train": t.model_dump(exclude={"path"})}
     parts = {
         "format": FORMAT_VERSION,
-        "train": [_file_digest(Path(p)) for p in d.train_files],
-        "validation": [_file_digest(Path(p)) for p in d.validation_files],
+        "train": [file_digest(Path(p)) for p in d.train_files],
+        "validation": [file_digest(Path(p)) for p in d.validation_files],
         "hub": [d.hub_dataset, d.hub_config],
         "settings": d.model_dump(include={"text_column", "txt_documents", "validation_fraction", "block_size"}),
         "tokenizer": tok_id,
@@ -506,7 +605,14 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
                     f"{', '.join(d.train_files) or d.hub_dataset}: only one document; a validation split needs "
                     "at least two (or set data.validation_files)"
                 )
-            split = raw.train_test_split(test_size=d.validation_fraction, seed=recipe.seed, shuffle=True)
+            try:
+                split = raw.train_test_split(test_size=d.validation_fraction, seed=recipe.seed, shuffle=True)
+            except ValueError:  # the held-out share leaves no training document, or rounds to none
+                raise DataError(
+                    f"{', '.join(d.train_files) or d.hub_dataset}: {len(raw):,} documents are too few to hold out "
+                    f"data.validation_fraction = {d.validation_fraction} for validation and keep some for "
+                    "training; add data or pass --validation-data FILE"
+                ) from None
             train_raw, val_raw = split["train"], split["test"]
 
         source = tokenizer_source(recipe)

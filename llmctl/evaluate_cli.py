@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from llmctl import data, runs
@@ -17,7 +16,7 @@ from llmctl import data, runs
 
 def run(*, metrics: list[str], model: str | None, data: Path | None, task: str | None, predictions: Path | None,
         output: Path | None, batch_size: int | None, block_size: int | None, max_new_tokens: int | None,
-        num_beams: int | None, text_column: str, console) -> dict:
+        num_beams: int | None, text_column: str, console, sets: list[str] = ()) -> dict:
     from llmctl import metrics as metric_mod
     from llmctl import modeling
 
@@ -55,7 +54,7 @@ def run(*, metrics: list[str], model: str | None, data: Path | None, task: str |
     if "perplexity" in names:
         raise metric_mod.MetricError("perplexity is computed for causal LMs on text; evaluate it on its own")
     return evaluate_task(model, task_name, names, data=data, output=output, max_new_tokens=max_new_tokens,
-                         num_beams=num_beams, batch_size=batch_size, console=console)
+                         num_beams=num_beams, batch_size=batch_size, console=console, sets=sets)
 
 
 def _latest_for(names: list[str]) -> Path | None:
@@ -74,8 +73,27 @@ def _data_error(msg: str):
     return data.DataError(msg)
 
 
+def columns(run_recipe, sets: list[str]):
+    """The column mapping `eval --data` reads a file with: the run's, changed by `--set data.KEY=VALUE`."""
+    from pydantic import ValidationError
+
+    from llmctl import recipe as recipe_mod
+
+    base = run_recipe.data.model_dump() if run_recipe is not None else {}
+    for text in sets:
+        path, _ = recipe_mod.parse_override(text)
+        if path[0] != "data" or len(path) != 2:
+            raise recipe_mod.RecipeError([f"--set {text!r}: eval takes only data.* keys (the column mapping)"])
+    merged = recipe_mod.apply_overrides({"data": base}, list(sets))["data"]
+    try:
+        return recipe_mod.DataSection.model_validate(merged)
+    except ValidationError as exc:
+        raise recipe_mod.RecipeError([f"--set data.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                      for e in exc.errors(include_url=False)]) from None
+
+
 def evaluate_task(model_dir: str, task_name: str | None, names: list[str], *, data: Path | None,
-                  output: Path | None, max_new_tokens, num_beams, batch_size, console) -> dict:
+                  output: Path | None, max_new_tokens, num_beams, batch_size, console, sets: list[str] = ()) -> dict:
     """A fine-tuned model on its run's validation split or on a data file, on every launched process."""
     import dataclasses
 
@@ -89,16 +107,21 @@ def evaluate_task(model_dir: str, task_name: str | None, names: list[str], *, da
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loaded = evaluation.load_model_dir(model_dir, task_name=task_name, device=accelerator.device)
     task, r = loaded.task, loaded.recipe
+    say = console.print if console is not None and accelerator.is_main_process else (lambda *a, **k: None)
     if data is not None:
-        columns = r.data if r is not None else recipe_mod.DataSection()
-        examples, where = read_examples([str(data)], task.normalize, columns)
+        examples, where = read_examples([str(data)], task.normalize, columns(r, sets))
         examples, where, _ = task.clean(examples, where)
     else:
-        path = Path(model_dir).parent / "data" / "validation.jsonl"
-        if not path.exists():
+        from llmctl.taskdata import cached_validation
+
+        if sets:
+            raise recipe_mod.RecipeError(["--set: a column mapping applies to --data FILE only"])
+        split = cached_validation(Path(model_dir).parent)
+        if split is None:
             raise _data_error(f"{model_dir}: no validation split recorded for this model; pass --data")
-        examples = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        where = [f"{path}:{i}" for i in range(1, len(examples) + 1)]
+        examples, where = split
+        say(f"eval: the run's validation split, {len(examples):,} examples from its cache "
+            f"({Path(model_dir).parent / 'data'})")
     if max_new_tokens:
         loaded.spec = dataclasses.replace(loaded.spec, max_new_tokens=max_new_tokens)
     gen_cfg = r.generation if r is not None else recipe_mod.GenerationSection()

@@ -7,13 +7,12 @@ needs, how outputs become predictions, its metrics and its baseline.
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmctl import data, modeling, runs
+from llmctl import modeling, runs
 from llmctl import tasks as registry
 
 
@@ -30,11 +29,10 @@ class Setup:
     spec: object
     tokenizer: object
     model: object
-    train_examples: list
-    train_where: list
+    train_examples: object  # taskdata.Records: memory-mapped, iterable
     val_examples: list
     val_where: list
-    train_features: list
+    train_features: object  # datasets.Dataset
     skipped: int
     cut_targets: int
 
@@ -42,9 +40,11 @@ class Setup:
 # ------------------------------------------------------------------------------------------------------ recipes
 
 
-def resolve(recipe_path: Path | None, *, task: str | None, model: str | None, data_file: str | None,
-            sets: list[str]):
-    """The recipe of `finetune [RECIPE] [--task T] [--model M] [--data F] [--set ...]`."""
+def resolve(recipe_path: str | Path | None, *, task: str | None, model: str | None, data_files: list[str] = (),
+            validation_files: list[str] = (), sets: list[str] = ()):
+    """The recipe of `finetune [RECIPE] [--task T] [--model M] [--data F ...] [--validation-data F ...] [--set ...]`:
+    a recipe file, a shipped recipe's name, or the shipped recipe of the task."""
+    from llmctl import catalog
     from llmctl import recipe as recipe_mod
 
     valid = ", ".join(registry.finetunable())
@@ -53,26 +53,15 @@ def resolve(recipe_path: Path | None, *, task: str | None, model: str | None, da
             raise recipe_mod.RecipeError([f"give a recipe file or --task ({valid})"])
         if task not in registry.finetunable():
             raise recipe_mod.RecipeError([f"--task {task}: unknown task; valid tasks: {valid}"])
-        recipe_path = Path("recipes") / f"{task}.toml"
-    extra = list(sets)
+        path = catalog.for_task(task)
+    else:
+        path = catalog.find(recipe_path)
+    extra = recipe_mod.data_overrides(data_files, validation_files)
     if task is not None:
         extra.insert(0, f'task="{task}"')
     if model is not None:
         extra.append(f"model.path={_toml_str(model)}")
-    if data_file is not None:
-        extra.append(f"data.train_files=[{_toml_str(data_file)}]")
-    r = recipe_mod.load(recipe_path, extra)
-    return with_resolved_paths(r)
-
-
-def with_resolved_paths(r):
-    """The recipe with `pkg:` model and tokenizer paths turned into directories."""
-    model_path = modeling.resolve_path(r.model.path)
-    tok_path = modeling.resolve_path(r.tokenizer.path)
-    if model_path == r.model.path and tok_path == r.tokenizer.path:
-        return r
-    return r.model_copy(update={"model": r.model.model_copy(update={"path": model_path}),
-                                "tokenizer": r.tokenizer.model_copy(update={"path": tok_path})})
+    return catalog.resolve_paths(recipe_mod.load(path, [*extra, *sets]))
 
 
 def _toml_str(text: str) -> str:
@@ -90,88 +79,42 @@ def task_of(recipe):
 # ----------------------------------------------------------------------------------------------------- set up
 
 
-def read_splits(recipe, task):
-    """(train, train_where, validation, validation_where, skipped): the recipe's files normalized by the task;
-    without validation files, `data.validation_fraction` of the training records is held out (seeded)."""
-    d = recipe.data
-    if not d.train_files:
-        raise data.DataError("data.train_files is empty: fine-tuning reads local files")
-    train, train_where = data.read_examples(list(d.train_files), task.normalize, d)
-    if d.validation_files:
-        val, val_where = data.read_examples(list(d.validation_files), task.normalize, d)
-    else:
-        order = list(range(len(train)))
-        random.Random(recipe.seed).shuffle(order)
-        n_val = max(1, round(len(order) * d.validation_fraction))
-        if len(order) - n_val < 1:
-            raise data.DataError(f"{train_where[0].rsplit(':', 1)[0]}: too few records to hold out a validation split")
-        held, kept = sorted(order[:n_val]), sorted(order[n_val:])
-        val, val_where = [train[i] for i in held], [train_where[i] for i in held]
-        train, train_where = [train[i] for i in kept], [train_where[i] for i in kept]
-    train, train_where, skipped = task.clean(train, train_where)
-    val, val_where, val_skipped = task.clean(val, val_where)
-    return train, train_where, val, val_where, skipped + val_skipped
+def model_shape(recipe, task, tokenizer) -> tuple[str, int | None]:
+    """(family, context) of the model the recipe trains, from its config alone (no weights are loaded)."""
+    probe = modeling.task_config(recipe, task, tokenizer)
+    fam = modeling.check_task_family(task, probe, recipe.model.path or f"model.arch {recipe.model.arch!r}")
+    return fam, None if fam == "seq2seq" else modeling.context_length(probe)
 
 
-def tokenizer_for(recipe, task, train: list[dict], run: runs.Run, accelerator, *, resume: bool, say):
-    """The run's tokenizer: the recipe's or the model's, or a BPE trained on the training split. It is made once,
-    by the main process, and saved in the run; the other processes (and a resumed run) load that copy."""
-    from llmctl import tokenizer as tok_mod
+def prepare_data(recipe, run: runs.Run, console=None):
+    """The run's records, tokenizer, spec and features (`llmctl.taskdata`), made once and reused."""
+    from llmctl import taskdata
 
-    if accelerator.is_main_process:
-        source = recipe.tokenizer.path or recipe.model.path
-        if resume and (run.tokenizer / "tokenizer.json").exists():
-            tokenizer = tok_mod.load(str(run.tokenizer))
-        elif source:
-            tokenizer = tok_mod.load(source)
-        else:
-            t = recipe.tokenizer
-            say(f"finetune: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on the training split")
-            tokenizer = tok_mod.train_bpe(task.tokenizer_texts(train), vocab_size=t.vocab_size,
-                                          min_frequency=t.min_frequency, eos_token=t.eos_token,
-                                          pad_token=t.pad_token, extra_special_tokens=t.extra_special_tokens,
-                                          show_progress=False)
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token_id is None:
-                raise FinetuneError(f"{source}: the tokenizer has neither a pad nor an EOS token")
-            tokenizer.pad_token = tokenizer.eos_token
-        tmp = run.tokenizer.with_name(run.tokenizer.name + ".tmp")
-        runs.remove(tmp)
-        tokenizer.save_pretrained(tmp)
-        runs.remove(run.tokenizer)
-        tmp.rename(run.tokenizer)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        tokenizer = tok_mod.load(str(run.tokenizer))
-    return tokenizer
+    task = task_of(recipe)
+    return taskdata.prepare(recipe, task, run, lambda tok: model_shape(recipe, task, tok), console=console)
 
 
-def setup(recipe, run: runs.Run, accelerator, *, resume: bool = False, console=None) -> Setup:
+def setup(recipe, run: runs.Run, accelerator, *, console=None) -> Setup:
     say = console.print if console is not None else (lambda *a, **k: None)
     task = task_of(recipe)
-    train, train_where, val, val_where, skipped = read_splits(recipe, task)
-    if skipped:
-        say(f"[yellow]warning:[/] skipped {skipped} records that {task.name} cannot learn from "
+    with accelerator.main_process_first():  # the main process prepares; the others find its cache
+        td = prepare_data(recipe, run, console)
+    if td.skipped:
+        say(f"[yellow]warning:[/] skipped {td.skipped} records that {task.name} cannot learn from "
             "(for QA: the answer is not in the context at answer_start)")
-    tokenizer = tokenizer_for(recipe, task, train, run, accelerator, resume=resume, say=say)
-
-    # The family decides the head; the head's settings (labels) come from the spec, which needs the context.
-    probe = modeling.task_config(recipe, task, tokenizer)
+    if td.cut:
+        say(f"[yellow]warning:[/] {td.cut} of {len(td.train):,} training targets are longer than "
+            f"{td.spec.max_target_length} tokens and were cut (data.max_target_length)")
+    tokenizer, spec = td.tokenizer, td.spec
     origin = recipe.model.path or f"model.arch {recipe.model.arch!r}"
-    fam = modeling.check_task_family(task, probe, origin)
-    context = None if fam == "seq2seq" else modeling.context_length(probe)
-    spec = task.spec(recipe, tokenizer, train, fam, context, say)
     config = modeling.task_config(recipe, task, tokenizer, extra=task.config_overrides(spec))
-    model = modeling.task_model(recipe, config, task.auto_class(fam), recipe.seed)
+    model = modeling.task_model(recipe, config, task.auto_class(spec.family), recipe.seed)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise modeling.ModelError(f"{origin}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
                                   f"only {model.get_input_embeddings().num_embeddings}")
-    feats, cut = task.features(train, train_where, tokenizer, spec)
-    if cut:
-        say(f"[yellow]warning:[/] {cut} of {len(train)} training targets are longer than "
-            f"{spec.max_target_length} tokens and were cut (data.max_target_length)")
-    model = _maybe_lora(recipe, task, model, fam, accelerator)
-    return Setup(recipe, task, spec, tokenizer, model, train, train_where, val, val_where, feats, skipped, cut)
+    model = _maybe_lora(recipe, task, model, spec.family, accelerator)
+    val, val_where = td.validation.lists()
+    return Setup(recipe, task, spec, tokenizer, model, td.train, val, val_where, td.features, td.skipped, td.cut)
 
 
 def _maybe_lora(recipe, task, model, fam: str, accelerator):
@@ -215,7 +158,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
     main = accelerator.is_main_process
     out = console if main else None
-    s = setup(recipe, run, accelerator, resume=resume, console=out)
+    s = setup(recipe, run, accelerator, console=out)
     task, spec = s.task, s.spec
     names = evaluation.metric_names(task, recipe.eval.metrics)
     kwargs = task.metric_kwargs(recipe.eval, spec)
@@ -233,9 +176,6 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             f"precision {precision}, best checkpoint by {best_name}"
             + (f", max_new_tokens {spec.max_new_tokens}" if spec.max_new_tokens else "")
         )
-    if main:
-        write_validation(run, s)
-
     in_training = evaluation.task_evaluator(accelerator, task, spec, s.tokenizer, s.val_examples, s.val_where,
                                             names=names, kwargs=kwargs, settings=settings,
                                             max_samples=recipe.eval.max_samples, seed=recipe.seed)
@@ -302,16 +242,6 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     return results
 
 
-def write_validation(run: runs.Run, s: Setup) -> None:
-    """The normalized validation split, so `llmctl eval --model runs/X/final` can score it later."""
-    import json
-
-    path = run.data / "validation.jsonl"
-    runs.write_text(path, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in s.val_examples))
-    runs.write_json(run.data / "meta.json", {"task": s.recipe.task, "validation": len(s.val_examples),
-                                             "train": len(s.train_examples), "labels": list(s.spec.labels)})
-
-
 def export_final(accelerator, model, s: Setup, best_dir: Path, run: runs.Run) -> None:
     """final/: a plain transformers model of the best checkpoint. best/ was written from the gathered full state
     dict, so the main process copies it; with LoRA, best/ holds the adapter, which goes to adapter/, and every
@@ -345,8 +275,11 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
 
     from llmctl.tasks.base import FAMILY_NAMES
 
+    from llmctl import taskdata
+
     task = task_of(recipe)
-    train, _, val, _, _ = read_splits(recipe, task)
+    run = runs.Run(Path(root))
+    counts = taskdata.count_records(recipe, task, run)
     if recipe.model.path:
         config = modeling.load_config(recipe.model.path)
     else:
@@ -355,15 +288,17 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
         except (ValueError, TypeError) as exc:
             raise modeling.ModelError(f"model.arch {recipe.model.arch!r}: {exc}") from None
     fam = modeling.check_task_family(task, config, recipe.model.path or recipe.model.arch)
-    t = recipe.train
-    run = runs.Run(Path(root))
+    t, d = recipe.train, recipe.data
     return {
         "recipe": recipe.name,
         "task": recipe.task,
+        "train_files": ", ".join(d.train_files),
+        "validation_files": ", ".join(d.validation_files) or
+                            f"none: {d.validation_fraction:g} of the training records held out (seed {recipe.seed})",
         "model": f"{config.model_type} ({FAMILY_NAMES[fam]}, "
                  f"{'from ' + recipe.model.path if recipe.model.path else 'from scratch'})",
-        "train_examples": len(train),
-        "validation_examples": len(val),
+        "train_examples": counts["train"],
+        "validation_examples": counts["validation"],
         "metrics": ", ".join(recipe.eval.metrics or task.default_metrics),
         "best_metric": recipe.eval.best_metric or task.best_metric,
         "lora": recipe.lora.enabled,

@@ -24,6 +24,7 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
     from transformers import AutoConfig
 
     t, d = recipe.train, recipe.data
+    check_block_size(recipe)
     source = data.tokenizer_source(recipe)
     tok_dir = Path(root) / "tokenizer"
     if recipe.model.path:
@@ -49,6 +50,9 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
     run = runs.Run(Path(root))
     return {
         "recipe": recipe.name,
+        "train_files": ", ".join(d.train_files) or f"hub dataset {d.hub_dataset}",
+        "validation_files": ", ".join(d.validation_files) or
+                            f"none: {d.validation_fraction:g} of the training documents held out (seed {recipe.seed})",
         "model": f"{config.model_type} ({'from ' + recipe.model.path if recipe.model.path else 'from scratch'})",
         "parameters": params,
         "vocab_size": vocab,
@@ -69,6 +73,17 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
     }
 
 
+def check_block_size(recipe) -> None:
+    """A pretrained model cannot take blocks longer than its context: say so before any work."""
+    if not recipe.model.path:
+        return
+    config = modeling.load_config(recipe.model.path)
+    context = modeling.context_length(config)
+    if context is not None and recipe.data.block_size > context:
+        raise modeling.ModelError(f"data.block_size ({recipe.data.block_size}) is longer than the context of "
+                                  f"{recipe.model.path} ({context} tokens); set data.block_size to at most {context}")
+
+
 def _load_config(path: str, auto_config):
     try:
         return auto_config.from_pretrained(path)
@@ -83,6 +98,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     from llmctl.train import fit, make_accelerator
 
     started = time.perf_counter()
+    check_block_size(recipe)
     accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
     main = accelerator.is_main_process
     out = console if main else None

@@ -234,6 +234,22 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def data_overrides(data_files: list[str] = (), validation_files: list[str] = ()) -> list[str]:
+    """`--data F` (repeatable) means the user's data: it replaces the recipe's training *and* validation sources
+    (validation is then held out from it, `data.validation_fraction`), unless `--validation-data F` names the
+    validation files. These come before the user's `--set`s, which may still change them."""
+    def files(names):
+        return "[" + ", ".join(_toml_value(str(n)) for n in names) + "]"
+
+    out = []
+    if data_files:
+        out += [f"data.train_files={files(data_files)}", f"data.validation_files={files(validation_files)}",
+                'data.hub_dataset=""', 'data.hub_config=""']
+    elif validation_files:
+        out.append(f"data.validation_files={files(validation_files)}")
+    return out
+
+
 def read_toml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")

@@ -80,8 +80,14 @@ class Run:
         return found[-1] if found else None
 
 
+def runs_root() -> Path:
+    """Where runs go by default: $LLMCTL_HOME/runs when LLMCTL_HOME is set, else ./runs of the working directory."""
+    home = os.environ.get("LLMCTL_HOME")
+    return Path(home) / "runs" if home else Path("runs")
+
+
 def default_root(name: str) -> Path:
-    return Path("runs") / name
+    return runs_root() / name
 
 
 def open_for_training(root: Path, *, resume: bool, overwrite: bool, apply: bool = True) -> Run:
@@ -173,8 +179,10 @@ def truncate_log(path: Path, last_step: int) -> None:
     write_text(path, "".join(line + "\n" for line in keep))
 
 
-def latest_run(base: Path = Path("runs"), *, task: str | None = None) -> Path | None:
-    """The most recently finished run under `base` (optionally of one task), by results.json time."""
+def latest_run(base: Path | None = None, *, task: str | None = None) -> Path | None:
+    """The most recently finished run under `base` (default: runs_root()), optionally of one task, by
+    results.json time."""
+    base = runs_root() if base is None else Path(base)
     best = None
     if base.is_dir():
         for results in base.glob("*/results.json"):

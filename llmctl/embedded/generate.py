@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Deterministic generator for llmctl's embedded default data.
 
-Everything under data/ (except this script, measure.py and README.md) is written by this script:
+It writes pretrain/corpus.txt and <task>/{train,validation}.jsonl into an output directory. In a checkout,
+everything under data/ (except generate.py, measure.py and README.md) is written by it:
 
-    python data/generate.py            # from the repository root (any Python >= 3.11, stdlib only)
+    python data/generate.py            # the shim: writes data/ (any Python >= 3.11, stdlib only)
+    python llmctl/embedded/generate.py OUT_DIR
+
+An installed llmctl runs it once into a per-user cache (llmctl.embedded.resolve, for `embedded:` paths).
 
 The output is byte-identical on every run: all randomness comes from ``random.Random`` instances seeded
 with fixed integers, lists are never built by iterating over sets, and files are written with "\\n"
@@ -26,6 +30,8 @@ import sys
 from itertools import accumulate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The checkout's data/ folder (llmctl/embedded -> the repository root), the default output directory.
+CHECKOUT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "data")
 SEED = 1842
 
 # ----------------------------------------------------------------------------------------------------
@@ -2774,12 +2780,20 @@ def write_jsonl(path: str, records: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`main([OUT_DIR])`: write the data into OUT_DIR (default: the checkout's data/ folder)."""
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        print("usage: generate.py [OUT_DIR]", file=sys.stderr)
+        return 2
+    out = argv[0] if argv else CHECKOUT_DATA
+    if not argv and not os.path.isfile(os.path.join(out, "README.md")):
+        print(f"generate.py: {out} is not a checkout's data/ folder; pass an output directory", file=sys.stderr)
+        return 2
     W = World(SEED)
     docs = make_pretrain(W, SEED + 1)
-    write_text(os.path.join(HERE, "pretrain", "corpus.txt"), "\n\n".join(docs) + "\n")
+    write_text(os.path.join(out, "pretrain", "corpus.txt"), "\n\n".join(docs) + "\n")
     for name, fn in TASKS:
         for split, recs in fn(W).items():
-            write_jsonl(os.path.join(HERE, name, f"{split}.jsonl"), recs)
+            write_jsonl(os.path.join(out, name, f"{split}.jsonl"), recs)
     return 0
 
 

@@ -94,6 +94,12 @@ class Classification(Task):
         if d.text_pair_column:
             out["text_pair"] = text_field(where, rec, d.text_pair_column, "second text")
         label = require_column(where, rec, d.label_column, role="label")
+        # An integer column with a missing value is float in pandas (1.0, 2.0): take integral floats as integers.
+        if isinstance(label, float):
+            if not label.is_integer():
+                raise DataError(f"{where}: label column '{d.label_column}' holds {label!r}, which is not a whole "
+                                f"number; labels must be strings or integers")
+            label = int(label)
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise DataError(f"{where}: label column '{d.label_column}' must hold a string or an integer, "
                             f"got {label!r}")

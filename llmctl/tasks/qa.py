@@ -397,17 +397,55 @@ class ExtractiveQA(Task):
         """A SQuAD-style record with the recipe's column names; answers as {"text": [...], "answer_start": [...]}."""
         from llmctl.data import DataError, require_column, text_field
 
-        answers = require_column(where, rec, d.answers_column, role="answers")
+        def start(k, value) -> int:
+            """A character offset: a non-negative integer, an integral float (1.0), or a string of digits (CSV)."""
+            offset = None
+            if isinstance(value, int) and not isinstance(value, bool):
+                offset = value
+            elif isinstance(value, float) and value.is_integer():
+                offset = int(value)
+            elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+                offset = int(value.strip())
+            if offset is None or offset < 0:
+                raise DataError(f"{where}: column '{col}.answer_start' answer {k} must be a non-negative integer "
+                                f"(a character offset into the context), got {show(value)}")
+            return offset
+
+        def show(value) -> str:  # a bad value in a one-line message, cut short
+            text = repr(value)
+            return text if len(text) <= 60 else text[:57] + "..."
+
+        # Ids key predictions to references in the squad metrics: a record without one is bad input, not
+        # something to number by its location (which changes when the file is edited).
+        rid = require_column(where, rec, d.id_column, role="id")
+        if isinstance(rid, float) and rid.is_integer():  # an integer id column with gaps, as pandas writes it
+            rid = int(rid)
+        if rid is None or (isinstance(rid, str) and not rid.strip()):
+            raise DataError(f"{where}: id column '{d.id_column}' is empty ({'null' if rid is None else repr(rid)})")
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise DataError(f"{where}: id column '{d.id_column}' must hold text or an integer, got {show(rid)}")
+        col = d.answers_column
+        answers = require_column(where, rec, col, role="answers")
         if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-            raise DataError(f"{where}: column '{d.answers_column}' must be {{\"text\": [...], \"answer_start\": [...]}}")
+            raise DataError(f"{where}: column '{col}' must be {{\"text\": [...], \"answer_start\": [...]}}")
         texts, starts = answers["text"], answers["answer_start"]
         if isinstance(texts, str):  # a single answer written without lists
-            texts, starts = [texts], [starts]
+            texts = [texts]
+            starts = starts if isinstance(starts, list) else [starts]
+        for key, value in (("text", texts), ("answer_start", starts)):
+            if not isinstance(value, (list, tuple)):
+                raise DataError(f"{where}: column '{col}.{key}' must be a list, got {show(value)}")
+        if len(texts) != len(starts):
+            raise DataError(f"{where}: column '{col}' has {len(texts)} answer texts but {len(starts)} answer_start "
+                            f"values; give one start per text")
+        for k, text in enumerate(texts, 1):
+            if not isinstance(text, str):
+                raise DataError(f"{where}: column '{col}.text' answer {k} must be a string, got {show(text)}")
         return {
-            "id": str(rec.get(d.id_column, where)),
+            "id": str(rid),
             "question": text_field(where, rec, d.question_column, "question"),
             "context": text_field(where, rec, d.context_column, "context"),
-            "answers": {"text": list(texts), "answer_start": [int(x) for x in starts]},
+            "answers": {"text": list(texts), "answer_start": [start(k, x) for k, x in enumerate(starts, 1)]},
         }
 
     def check(self):

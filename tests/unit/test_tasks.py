@@ -113,10 +113,12 @@ def test_swag_layout_and_its_errors(tmp_path):
 def test_shipped_task_recipes_point_at_existing_data():
     from pathlib import Path
 
+    from llmctl import embedded
+
     root = Path(__file__).resolve().parents[2]
     for name in tasks.finetunable():
         for path in (root / "recipes" / f"{name}.toml", root / "recipes" / "tiny" / f"{name}.toml"):
             r = recipe.load(path)
             assert r.task == name
             for f in (*r.data.train_files, *r.data.validation_files):
-                assert (root / f).exists(), f
+                assert f.startswith("embedded:") and Path(embedded.resolve(f)).is_file(), f
