@@ -290,8 +290,9 @@ def evaluate_model(accelerator, loaded: Loaded, examples: list[dict], where: lis
     if accelerator.is_main_process:
         if predictions_path is not None:
             lines = []
-            for i, (ex, pred) in enumerate(zip(examples, got.items)):
-                row = {"id": ex.get("id", i), **task.row(ex, pred, spec)}
+            for i, (ex, pred, loc) in enumerate(zip(examples, got.items, where)):
+                # `where` (file:line) ties each prediction to the record it was made for.
+                row = {"id": ex.get("id", i), **task.row(ex, pred, spec), "where": loc}
                 lines.append(json.dumps(row, ensure_ascii=False) + "\n")
             runs.write_text(predictions_path, "".join(lines))
         if capped is not None and console is not None:

@@ -54,11 +54,14 @@ def _list(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    for row in rows:
+        if row["model"].startswith("pkg:"):  # a model shipped inside a Python package: its name says enough
+            row["model"] = row["model"][4:].split("/", 1)[0]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("name", no_wrap=True)
-    table.add_column("task", no_wrap=True)
-    table.add_column("model", no_wrap=True)
-    table.add_column("description", overflow="fold")
+    for key in ("name", "task", "model"):  # never shortened
+        table.add_column(key, no_wrap=True, min_width=max(len(row[key]) for row in rows))
+    # One line per recipe: the description is cut to the terminal's width (`show` prints all of it).
+    table.add_column("description", no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(row["name"], row["task"], row["model"], row["description"])
     console = Console(highlight=False)

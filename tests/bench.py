@@ -1,7 +1,7 @@
 """`make bench`: the speed and memory figures llmctl promises, measured and printed (never asserted in tests).
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
-    python tests/bench.py startup    # one of: startup, preprocess, memory, train, resume
+    python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume
 """
 
 from __future__ import annotations
@@ -84,6 +84,30 @@ def bench_memory() -> None:
         row("  RSS growth for 4x the text", f"{results[1] / results[0]:.2f}x", "bounded: far below 4x")
 
 
+def bench_finetune_data() -> None:
+    """Fine-tuning data through datasets: records -> tokenizer -> features, cold and cached, and peak RSS as the
+    training data grows 20x (the validation file stays the same)."""
+    train = ROOT / "data" / "summarization" / "train.jsonl"
+    val = ROOT / "data" / "summarization" / "validation.jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+        rss = {}
+        for times in (1, 20):
+            data = tmp / f"train{times}.jsonl"
+            data.write_text("".join(lines * times), encoding="utf-8")
+            args = ["preprocess", "summarization", "--data", str(data), "--validation-data", str(val),
+                    "-o", str(tmp / f"run{times}")]
+            wall, rss[times], _ = llmctl(*args)
+            row(f"finetune preprocess x{times}, cold", f"{wall:.1f} s",
+                f"{len(lines) * times:,} summarization records, {data.stat().st_size / 1e6:.1f} MB; "
+                f"peak RSS {rss[times]:,} MiB")
+            again, _, proc = llmctl(*args)
+            assert "reused records, tokenizer, spec, features" in proc.stdout, proc.stdout
+            row(f"finetune preprocess x{times}, cached", f"{again:.1f} s", "every stage reused")
+        row("  peak RSS growth for 20x the data", f"{rss[20] / rss[1]:.2f}x", "flat: the splits are memory-mapped")
+
+
 def bench_train() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -114,6 +138,7 @@ def bench_resume() -> None:
 
 
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
+           "finetune-data": bench_finetune_data,
            "train": bench_train, "resume": bench_resume}
 
 

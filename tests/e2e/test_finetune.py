@@ -35,8 +35,14 @@ def check_run(run, metric_keys):
     assert losses[-1] < losses[0], losses
     preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == res["validation_examples"] and {"prediction", "reference"} <= set(preds[0])
-    for name in ("final/config.json", "final/tokenizer.json", "recipe.toml", "data/validation.jsonl"):
+    for name in ("final/config.json", "final/tokenizer.json", "recipe.toml", "data/records/validation",
+                 "data/features/train", "data/meta.json"):
         assert (run / name).exists(), name
+    # Every prediction names the validation record it was made for, and they are the cached split's records.
+    from llmctl.taskdata import cached_validation
+
+    _, where = cached_validation(run)
+    assert [p["where"] for p in preds] == where
     return res
 
 
