@@ -52,7 +52,8 @@ def make_sampler(n: int, seed: int, per_step_chunk: int):
         def __init__(self):
             self.epoch = 0
             self.skip = 0  # indices to skip at the start of the next iteration (resume)
-            self.used = (n // per_step_chunk) * per_step_chunk
+            # A split smaller than one chunk (a handful of records) still fills it, with repeats: see __iter__.
+            self.used = max(per_step_chunk, (n // per_step_chunk) * per_step_chunk)
 
         def set_epoch(self, epoch: int) -> None:
             self.epoch = epoch
@@ -62,7 +63,10 @@ def make_sampler(n: int, seed: int, per_step_chunk: int):
 
         def __iter__(self):
             g = torch.Generator().manual_seed(seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g)[: self.used].tolist()
+            order = torch.randperm(n, generator=g).tolist()
+            while len(order) < self.used:  # only when n < per_step_chunk
+                order += torch.randperm(n, generator=g).tolist()
+            order = order[: self.used]
             skip, self.skip = self.skip, 0
             return iter(order[skip:])
 
@@ -129,11 +133,8 @@ def accumulation(cfg, world: int, n_train: int) -> int:
             f"train.batch_size ({cfg.batch_size}) must be a multiple of train.micro_batch_size x processes "
             f"({cfg.micro_batch_size} x {world} = {per_chunk})"
         )
-    if n_train < per_chunk:
-        raise TrainError(
-            f"the training split has {n_train} sequences, fewer than one micro-batch on every process "
-            f"({per_chunk}); lower train.micro_batch_size or add data"
-        )
+    if n_train < 1:
+        raise TrainError("the training split is empty")
     return cfg.batch_size // per_chunk
 
 
@@ -312,6 +313,9 @@ def fit(
     world = accelerator.num_processes
     accum = accumulation(cfg, world, len(train_ds))
     per_chunk = cfg.micro_batch_size * world
+    if len(train_ds) < per_chunk and console is not None:
+        console.print(f"[yellow]note:[/] the training split has {len(train_ds)} sequences, fewer than one "
+                      f"micro-batch on every process ({per_chunk}): each micro-batch repeats some of them")
     sampler = make_sampler(len(train_ds), seed, per_chunk)
     loader = DataLoader(train_ds, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
                         drop_last=True)

@@ -88,8 +88,10 @@ class TextToText(Task):
             ceiling = min(ceiling, context // 2)  # a decoder-only model shares its context with the prompt
         max_new = recipe.generation.max_new_tokens or derive_max_new_tokens(lengths, ceiling=ceiling)
         if max_new < max(lengths):
+            why = (f"the model's context is {context}" if context is not None and ceiling == context // 2
+                   else f"data.max_target_length is {d.max_target_length}")
             say(f"[yellow]warning:[/] the longest training target has {max(lengths)} tokens; generation stops "
-                f"at {max_new} (the model's context is {context})")
+                f"at {max_new} ({why})")
         budget = source_budget(d.max_source_length, family, context, max_new)
         max_target = d.max_target_length if context is None else min(d.max_target_length, max(1, context - budget))
         return Spec(task=self.name, family=family, context=context, max_source_length=budget,

@@ -253,3 +253,19 @@ def test_finetune_resume_continues_the_same_run(tmp_path):
     again = results(run)
     assert again["steps"] == 30 and first["steps"] == 20
     assert again["best_step"] in (0, 10, 20, 30)
+
+
+def test_preprocess_once_then_finetune_resume_and_eval_reuse_the_data(tmp_path):
+    """`preprocess` of a fine-tuning recipe prepares what `finetune` then reuses; resume and eval reuse it too."""
+    run = tmp_path / "cls"
+    base = ["recipes/tiny/classification.toml", "-o", str(run), "--set", "train.eval_every=2",
+            "--set", "train.checkpoint_every=2", "--set", "train.log_every=2"]
+    args = [*base, "--set", "train.max_steps=4"]
+    first = cli("preprocess", *args, check=True)
+    assert "training examples" in first.stdout and (run / "data" / "features" / "train").is_dir()
+    trained = cli("finetune", *args, check=True)
+    assert "reused records, tokenizer, spec, features" in trained.stdout
+    resumed = cli("finetune", *base, "--set", "train.max_steps=6", "--resume", check=True)
+    assert "reused records, tokenizer, spec, features" in resumed.stdout
+    scored = cli("eval", "--model", str(run / "final"), check=True)
+    assert "the run's validation split, 90 examples from its cache" in scored.stdout

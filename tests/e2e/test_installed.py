@@ -108,3 +108,36 @@ def test_llmctl_pretrain_from_any_directory(installed):
                     "train.eval_every=3", "--set", "train.checkpoint_every=3", timeout=300)
     assert (installed.llmctl_home / "runs" / "tiny-pretrain" / "final").is_dir()
     assert not (installed.cwd / "runs").exists()
+
+
+def test_finetune_on_your_csv_then_eval_another_file_from_any_directory(installed):
+    """The issue's check: a CSV with string labels and its own column names, fine-tuned with a shipped recipe
+    from an empty directory, then `eval` of that run on another file."""
+    import csv
+    import json
+
+    rows = [json.loads(line) for line in (ROOT / "data" / "classification" / "train.jsonl").read_text().splitlines()]
+    for name, part in (("reviews.csv", rows[:600]), ("other.csv", rows[600:680])):
+        with open(installed.cwd / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["review", "sentiment"])
+            writer.writerows([r["text"], r["label"]] for r in part)
+    installed.check("-m", "llmctl", "finetune", "tiny/classification", "--data", "reviews.csv",
+                    "--set", "data.text_column=review", "--set", "data.label_column=sentiment",
+                    "--set", "train.max_steps=10", "--set", "train.eval_every=10", timeout=300)
+    run = installed.llmctl_home / "runs" / "tiny-classification"
+    results = json.loads((run / "results.json").read_text())
+    # Validation is held out from reviews.csv (3% of 600 records), never the recipe's embedded file.
+    assert results["validation_examples"] == 18
+    preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 18 and all(p["where"].startswith("reviews.csv:") for p in preds)
+    assert {p["reference"] for p in preds} <= {"positive", "negative", "neutral"}
+
+    installed.check("-m", "llmctl", "eval", "--model", str(run / "final"), "--data", "other.csv",
+                    "--output", "other.json", timeout=300)
+    scored = json.loads((installed.cwd / "other.json").read_text())
+    assert scored["examples"] == 80
+    lines = [json.loads(line) for line in (installed.cwd / "other.predictions.jsonl").read_text().splitlines()]
+    assert [p["where"] for p in lines] == [f"other.csv:{i}" for i in range(2, 82)]
+    right = sum(p["prediction"] == p["reference"] for p in lines)
+    assert scored["metrics"]["accuracy.accuracy"] == pytest.approx(right / 80)

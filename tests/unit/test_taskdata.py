@@ -170,3 +170,20 @@ def test_pretraining_corpus_too_small_for_the_validation_fraction(tmp_path):
     with pytest.raises(DataError) as info:
         data.prepare(r, runs.Run(tmp_path / "run"))
     assert str(info.value).startswith(f"{corpus}: 2 documents are too few to hold out data.validation_fraction = 0.9")
+
+
+def test_a_split_smaller_than_one_chunk_fills_it_with_repeats_and_larger_splits_are_unchanged():
+    import torch
+
+    from llmctl.train import make_sampler
+
+    small = make_sampler(5, seed=3, per_step_chunk=16)
+    order = list(small)
+    assert len(order) == 16 and set(order) == set(range(5))
+    # Each example appears 3 or 4 times: whole permutations, then the start of another.
+    assert sorted(order.count(i) for i in range(5)) == [3, 3, 3, 3, 4]
+    assert list(make_sampler(5, seed=3, per_step_chunk=16)) == order
+    # A split of at least one chunk is one permutation cut to whole chunks, as before.
+    big = make_sampler(37, seed=3, per_step_chunk=16)
+    g = torch.Generator().manual_seed(3 * 100_003)
+    assert list(big) == torch.randperm(37, generator=g)[:32].tolist()
