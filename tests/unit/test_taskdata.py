@@ -187,3 +187,18 @@ def test_a_split_smaller_than_one_chunk_fills_it_with_repeats_and_larger_splits_
     big = make_sampler(37, seed=3, per_step_chunk=16)
     g = torch.Generator().manual_seed(3 * 100_003)
     assert list(big) == torch.randperm(37, generator=g)[:32].tolist()
+
+
+def test_eval_remaps_the_runs_columns_for_another_file():
+    from llmctl.evaluate_cli import columns
+
+    run_recipe = _recipe("data.text_column=review", "data.label_column=stars")
+    mapped = columns(run_recipe, ["data.text_column=body"])
+    assert (mapped.text_column, mapped.label_column) == ("body", "stars")
+    assert columns(run_recipe, []) == run_recipe.data
+    with pytest.raises(recipe.RecipeError) as info:
+        columns(run_recipe, ["train.lr=1"])
+    assert info.value.problems == ["--set 'train.lr=1': eval takes only data.* keys (the column mapping)"]
+    with pytest.raises(recipe.RecipeError) as info:
+        columns(run_recipe, ["data.max_source_length=0"])
+    assert info.value.problems[0].startswith("--set data.max_source_length: Input should be greater than 1")
