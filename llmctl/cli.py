@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -21,12 +21,84 @@ app = typer.Typer(
     name="llmctl",
     help="The lifecycle of a language model from one recipe format: preprocess, pretrain, finetune, eval, summarize.",
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+def _console(stderr: bool = False) -> Console:
+    """At a terminal: its width. Piped or redirected (logs, CI): no hard line wraps, tables up to 160 columns
+    (or $COLUMNS)."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    width = None if tty or "COLUMNS" in os.environ else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=not tty, width=width)
+
+
+console = _console()
+err_console = _console(stderr=True)
+# Set by the global options (see `_global_options`).
+OPTIONS = {"quiet": False, "verbose": False}
+
+
+def _third_party_quiet() -> None:
+    """Warnings and progress bars of the libraries llmctl drives (transformers' load reports, datasets' "Map" and
+    "Saving the dataset" bars, torch and accelerate warnings) are off unless --verbose. Set through the
+    environment, so launched worker processes inherit it, and before those libraries are imported."""
+    import warnings
+
+    for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DATASETS_VERBOSITY", "error"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("ACCELERATE_LOG_LEVEL", "error"),
+                       ("PYTHONWARNINGS", "ignore")):
+        os.environ.setdefault(key, value)
+    warnings.simplefilter("ignore")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmctl")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"llmctl {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print llmctl's version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors, warnings and the final results: no "
+                                                              "progress bars or step lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the warnings and progress bars of the "
+                                                                  "libraries underneath (transformers, datasets, "
+                                                                  "torch).")] = False,
+):
+    """The lifecycle of a language model from one recipe format: preprocess, pretrain, finetune, eval, summarize."""
+    if quiet and verbose:
+        err_console.print("[red]error:[/] --quiet and --verbose exclude each other", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
+    OPTIONS.update(quiet=quiet, verbose=verbose)
+    if not verbose:
+        _third_party_quiet()
+    if quiet:  # launched workers re-parse the command line, so they see the flag too
+        console.quiet = True
+
+
+# Closed sets for --task (kept here, not imported from llmctl.tasks, so `llmctl --help` stays fast; a unit test
+# checks them against the registry).
+FinetuneTask = Literal["summarization", "translation", "classification", "qa", "multiple_choice"]
+AnyTask = Literal["causal_lm", "summarization", "translation", "classification", "qa", "multiple_choice"]
+
+
+class UsageError(Exception):
+    """A command line that cannot work as given (exit code 2, like the parser's own usage errors)."""
 
 RecipeArg = Annotated[Path, typer.Argument(help="A TOML recipe file, or the name of a shipped recipe (see `llmctl "
                                                 "recipes`), e.g. gpt-small.", show_default=False)]
@@ -47,7 +119,7 @@ SetOpt = Annotated[
                  show_default=False),
 ]
 OutputDirOpt = Annotated[
-    Optional[Path], typer.Option("--output-dir", "-o", help="Run directory [default: runs/<recipe name>].",
+    Optional[Path], typer.Option("--output-dir", "-o", help="Run directory \\[default: runs/<recipe name>].",
                                  show_default=False)
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; do no work.")]
@@ -57,8 +129,11 @@ ProcsOpt = Annotated[
     int, typer.Option("--num-processes", "-n", min=1, help="Data-parallel processes (launched through Accelerate).")
 ]
 
-# Exit codes: 2 for a bad recipe or bad command line (like usage errors), 1 for any other problem the user can fix.
+# Exit codes (README "Exit codes"): 0 done; 1 a run that failed (bad data, a model that cannot do the task, ...);
+# 2 a usage error (bad option, bad recipe, options that exclude each other); 130 / 143 interrupted by SIGINT /
+# SIGTERM (a training run saves a checkpoint first).
 EXIT_RECIPE = 2
+EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 
@@ -98,6 +173,10 @@ def guarded(fn):
                 for line in exc.problems:
                     err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_RECIPE) from None
+        except UsageError as exc:
+            if _is_main_process():
+                err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
         except _user_errors() as exc:
             if _is_main_process():
                 err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
@@ -106,7 +185,13 @@ def guarded(fn):
             from llmctl.train import Preempted
 
             if _is_main_process():
-                msg = f"{exc}; continue with --resume" if isinstance(exc, Preempted) else "stopped"
+                if isinstance(exc, Preempted):  # training: a checkpoint was saved
+                    msg = f"{exc}; continue with --resume"
+                elif fn.__name__ == "summarize" and kwargs.get("output") is not None:
+                    msg = f"stopped; the summaries written so far are in {kwargs['output']}, and running the same " \
+                          "command again skips them"
+                else:
+                    msg = "stopped"
                 err_console.print(f"[yellow]interrupted:[/] {msg}", soft_wrap=True)
             raise typer.Exit(getattr(exc, "code", 130)) from None
 
@@ -241,6 +326,8 @@ def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_pro
     """Shared by pretrain and finetune: relaunch for several processes, open the run, run the stage."""
     from llmctl import runs
 
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
         per_step = r.train.micro_batch_size * num_processes
         if r.train.batch_size % per_step:
@@ -257,6 +344,7 @@ def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_pro
         _write_recipe(r, run)
     results = stage(r, run, resume=resume, console=console)
     if results:
+        console.quiet = False  # --quiet still prints the final results
         show(results, run)
 
 
@@ -376,10 +464,9 @@ def _pass_on_stderr(stream) -> None:
 @guarded
 def finetune(
     recipe: Annotated[Optional[Path], typer.Argument(help="A TOML recipe file or a shipped recipe's name "
-                                                           "[default: the shipped recipe of --task].",
+                                                           "\\[default: the shipped recipe of --task].",
                                                       show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option(help="summarization, translation, classification, qa or "
-                                                     "multiple_choice.")] = None,
+    task: Annotated[Optional[FinetuneTask], typer.Option(help="The task; without RECIPE, its shipped recipe.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model directory or hub id (overrides model.path).")] = None,
     data_: DataOpt = None,
     validation_data: ValidationDataOpt = None,
@@ -419,31 +506,33 @@ def finetune(
 @app.command("eval")
 @guarded
 def eval_(
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Metric (repeatable) [default: the task's].",
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Metric (repeatable) \\[default: the task's].",
                                                        show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(help="A model directory (e.g. runs/X/final) or hub id "
-                                                      "[default: the latest run's final/].")] = None,
+                                                      "\\[default: the latest run's final/].")] = None,
     data_: Annotated[
         Optional[Path],
         typer.Option("--data", help="Data file; for perplexity also a preprocessed split or a run directory "
-                                     "[default: the run's validation split]."),
+                                     "\\[default: the run's validation split]."),
     ] = None,
-    task: Annotated[Optional[str], typer.Option(help="The task, for a model that does not record one.")] = None,
+    task: Annotated[Optional[AnyTask], typer.Option(help="The task, for a model that does not record one.")] = None,
     predictions: Annotated[
         Optional[Path],
         typer.Option(help="Score this JSON Lines file of {prediction, reference} with no model."),
     ] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write the metrics as JSON to this file (predictions "
-                                                        "go next to it as <name>.predictions.jsonl).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per forward pass [default: the "
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the metrics as JSON to this file "
+                                                                        "(predictions go next to it as "
+                                                                        "<name>.predictions.jsonl).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per forward pass \\[default: the "
                                                                   "run's generation.batch_size, else 16].")] = None,
     block_size: Annotated[
-        Optional[int], typer.Option(min=2, help="Perplexity: tokens per block for text files [default: context].")
+        Optional[int], typer.Option(min=2, help="Perplexity: tokens per block for text files \\[default: context].")
     ] = None,
     max_new_tokens: Annotated[
-        Optional[int], typer.Option(min=1, help="Generation cap [default: the one derived at fine-tuning].")
+        Optional[int], typer.Option(min=1, help="Generation cap \\[default: the one derived at fine-tuning].")
     ] = None,
-    num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width.")] = None,
+    num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width \\[default: the run's "
+                                                                  "generation.num_beams, else 1].")] = None,
     text_column: Annotated[str, typer.Option(help="Perplexity: text column of JSONL/CSV/Parquet files.")] = "text",
     set_: Annotated[
         Optional[list[str]],
@@ -476,6 +565,7 @@ def eval_(
     )
     if not _is_main_process():
         return
+    console.quiet = False  # --quiet still prints the final results
     _print_metrics(result)
     if output is not None:
         from llmctl import runs
@@ -493,14 +583,18 @@ def summarize(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, a folder, '-' for stdin, or a JSONL file.",
                                                           show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(help="A summarization model directory "
-                                                      "[default: the latest summarization run's final/].")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write summaries here; a rerun skips inputs already in it.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (id, source, summary) or text.")] = "jsonl",
+                                                      "\\[default: the latest summarization run's final/].")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write summaries here; a rerun skips "
+                                                                        "inputs already in it.")] = None,
+    fmt: Annotated[Literal["jsonl", "text"], typer.Option("--format", help="jsonl (id, source, summary) or "
+                                                                             "text.")] = "jsonl",
     text_column: Annotated[str, typer.Option(help="Text column of a JSONL/CSV/Parquet input.")] = "text",
     id_column: Annotated[str, typer.Option(help="Id column of a JSONL/CSV/Parquet input.")] = "id",
-    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation cap [default: the model's].")] = None,
-    num_beams: Annotated[int, typer.Option(min=1, help="Beam search width.")] = 1,
-    batch_size: Annotated[int, typer.Option(min=1, help="Documents per generation batch.")] = 8,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation cap \\[default: the model's].")] = None,
+    num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width \\[default: the run's "
+                                                                  "generation.num_beams, else 1].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Documents per generation batch \\[default: the "
+                                                                   "run's generation.batch_size, else 16].")] = None,
     num_processes: ProcsOpt = 1,
 ):
     """Summarize documents with a fine-tuned model.
@@ -514,8 +608,6 @@ def summarize(
     from llmctl import runs
     from llmctl.data import DataError
 
-    if fmt not in ("jsonl", "text"):
-        raise DataError(f"--format {fmt}: expected jsonl or text")
     if model is None:
         last = runs.latest_run(task="summarization")
         if last is None:
@@ -531,6 +623,7 @@ def summarize(
                          text_column=text_column, id_column=id_column, console=console if output else None,
                          stdin=sys.stdin, overrides=overrides)
     if output is not None and _is_main_process():
+        console.quiet = False  # --quiet still prints the final results
         console.print(f"summarize: {done['done']} new, {done['skipped']} already in {output}")
 
 
@@ -617,6 +710,23 @@ def _register_subcommands() -> None:
     from llmctl import recipes_cli
 
     app.add_typer(recipes_cli.app, name="recipes")
+
+    from llmctl import report
+
+    app.command("report")(guarded(report.command))
+
+    from llmctl import runs_cli
+
+    app.command("runs")(guarded(runs_cli.command))
+
+    from llmctl import export_cli
+
+    app.command("export")(guarded(export_cli.export))
+
+    from llmctl import generate_cli
+
+    app.command("generate")(guarded(generate_cli.generate))
+    app.command("chat")(guarded(generate_cli.chat))
 
 
 _register_subcommands()

@@ -631,6 +631,8 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
                 eos_token=t.eos_token,
                 pad_token=t.pad_token,
                 extra_special_tokens=t.extra_special_tokens,
+                # The Rust trainer's bar draws on the terminal; piped, it would leave blank lines in the log.
+                show_progress=console is not None and console.is_terminal and not console.quiet,
             )
         tok.save_pretrained(tok_tmp)
 

@@ -122,6 +122,9 @@ class TrainSection(_Section):
     keep_checkpoints: int = Field(2, gt=0)
     # An Accelerate config file (DDP, FSDP, DeepSpeed) used by `--num-processes` launches; empty = plain DDP.
     accelerate_config: str = ""
+    # Experiment trackers that get every logged step and evaluation, through Accelerate: "tensorboard" (offline;
+    # event files in <run>/tracking/), "wandb", "mlflow" (each needs its package installed).
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainSection":
@@ -202,6 +205,15 @@ class Recipe(_Section):
         if not self.data.train_files and not self.data.hub_dataset:
             raise ValueError("set data.train_files (local files) or data.hub_dataset (a hub dataset id)")
         return self
+
+
+def json_schema() -> dict:
+    """The recipe format as a JSON Schema (draft 2020-12): every key, its type, bounds, default and comment-free
+    title; unknown keys are refused (`additionalProperties: false`), as `load` refuses them."""
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "llmctl recipe"
+    return schema
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -95,7 +95,7 @@ def show(name: NameArg):
 def copy(
     name: NameArg,
     dest: Annotated[Optional[Path], typer.Argument(
-        help="Where to write [default: ./<name>.toml; tiny/pretrain -> tiny-pretrain.toml]; a directory: inside it.",
+        help="Where to write \\[default: ./<name>.toml; tiny/pretrain -> tiny-pretrain.toml]; a directory: inside it.",
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite DEST if it exists.")] = False,
 ):
@@ -128,3 +128,23 @@ def copy(
     command = "pretrain" if task == "causal_lm" else "finetune"
     print(f"wrote {dest}")
     print(f"run it with: llmctl {command} {dest}")
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write it to this file instead of "
+                                                                         "printing it.")] = None,
+):
+    """The recipe format as a JSON Schema, for editors that complete and check TOML files (for example
+    Even Better TOML: `#:schema ./llmctl-recipe.schema.json` at the top of a recipe)."""
+    from llmctl.recipe import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        print(text, end="")
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{output}: cannot write: {exc.strerror or exc}") from None
+    print(f"wrote {output}")

@@ -233,7 +233,9 @@ def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt
     loaded = _load(model_dir, accelerator.device)
     model, tokenizer = loaded.model, loaded.tokenizer
     info = getattr(model.config, "llmctl", None) or {}
-    settings = settings if settings is not None else default_settings(info, overrides)
+    if settings is None:  # the run's [generation] settings when the model comes from a run; flags on top
+        settings = (evaluation.generation_settings(loaded.recipe.generation, loaded.spec, **(overrides or {}))
+                    if loaded.recipe is not None else default_settings(info, overrides))
     spec = dataclasses.replace(loaded.spec, max_new_tokens=settings.max_new_tokens)
     if settings.max_source_length:
         spec = dataclasses.replace(spec, max_source_length=settings.max_source_length)

@@ -96,15 +96,27 @@ def precision_for(choice: str) -> str:
     return "no"
 
 
-def make_accelerator(choice: str, *, seed: int):
+# The package each tracker needs (tensorboard: torch.utils.tensorboard writes with the tensorboard package).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def make_accelerator(choice: str, *, seed: int, report_to: list[str] = (), run: runs.Run | None = None):
     """(Accelerator, precision label) for a training command. cpu=True without GPUs lets a multi-process launch
-    (accelerate launch, torchrun) form a gloo group on the CPU."""
+    (accelerate launch, torchrun) form a gloo group on the CPU. `report_to` names experiment trackers, which
+    write under <run>/tracking/."""
+    import importlib.util
+
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    for name in report_to:
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            raise TrainError(f"train.report_to: {name} needs the {TRACKER_PACKAGES[name]!r} package, which is not "
+                             "installed")
     mixed = precision_for(choice)
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    tracking = {"log_with": list(report_to), "project_dir": str(run.root / "tracking")} if report_to and run else {}
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(), **tracking)
     set_seed(seed)
     return accelerator, "fp32" if mixed == "no" else mixed
 
@@ -323,6 +335,10 @@ def fit(
     optimizer, schedule = optimizer_and_schedule(model, cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(schedule)
+    if accelerator.log_with:
+        # Scalars only: TensorBoard's hyperparameter view takes numbers, strings and booleans.
+        accelerator.init_trackers(run.root.name, config={k: v for k, v in cfg.model_dump().items()
+                                                         if isinstance(v, (int, float, str, bool))})
     state = restore(accelerator, run, resume=resume, console=console, max_steps=cfg.max_steps)
     step = state["step"]
     if step >= cfg.max_steps:
@@ -332,7 +348,7 @@ def fit(
     last_eval: dict = {}
     if step == 0:
         last_eval = evaluate(model)
-        _log(run, accelerator.is_main_process, {"step": 0, **_prefixed(last_eval)})
+        _log(run, accelerator, {"step": 0, **_prefixed(last_eval)})
         if on_eval is not None:
             on_eval(0, last_eval, model, state)
 
@@ -366,7 +382,7 @@ def fit(
                         model.train()
                         record.update(_prefixed(last_eval))
                         stop_early = on_eval is not None and on_eval(step, last_eval, model, state)
-                    _log(run, accelerator.is_main_process, record)
+                    _log(run, accelerator, record)
                     progress.update(step, record)
                 signum = stop.agreed()
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or signum or stop_early:
@@ -377,6 +393,8 @@ def fit(
                     raise Preempted(signum, f"stopped at step {step} ({name}); checkpoint saved in {path}")
         finally:
             progress.close()
+            if accelerator.log_with:
+                accelerator.end_training()
 
     seconds = time.perf_counter() - run_start
     mfu = flops.mfu_since(session_start)
@@ -425,11 +443,16 @@ def _prefixed(metrics: dict) -> dict:
     return out
 
 
-def _log(run: runs.Run, main: bool, record: dict) -> None:
-    if main:
+def _log(run: runs.Run, accelerator, record: dict) -> None:
+    """One log.jsonl line (main process), and the same values to the experiment trackers, if any."""
+    if accelerator.is_main_process:
         run.log.parent.mkdir(parents=True, exist_ok=True)
         with open(run.log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if accelerator.log_with:
+        values = {k: v for k, v in record.items()
+                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        accelerator.log(values, step=record["step"])
 
 
 def save_checkpoint(accelerator, run: runs.Run, state: dict, *, keep: int) -> Path:

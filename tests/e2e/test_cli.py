@@ -99,7 +99,7 @@ def test_missing_hub_model_offline_is_one_line(tmp_path):
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
     proc = cli("pretrain", TINY, "-o", str(tmp_path / "r"), "--resume", "--overwrite")
-    assert proc.returncode == 1 and proc.stderr.strip() == "error: --resume and --overwrite exclude each other"
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --resume and --overwrite exclude each other"
 
 
 def test_resume_refuses_a_changed_model(tmp_path):
