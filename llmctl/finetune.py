@@ -155,7 +155,8 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     from llmctl.train import fit, make_accelerator
 
     started = time.perf_counter()
-    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
+    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed,
+                                              report_to=recipe.train.report_to, run=run)
     main = accelerator.is_main_process
     out = console if main else None
     s = setup(recipe, run, accelerator, console=out)
@@ -205,6 +206,8 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
                                       console=out, seed=recipe.seed)
     results = {}
     if main:
+        from llmctl import environment
+
         base = evaluation.baseline(task, spec, s.train_examples, s.val_examples, s.val_where, names, kwargs)
         history = runs.read_log(run.log)
         first = next((r for r in history if r.get("step") == 0), {})
@@ -217,6 +220,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "trainable_parameters": trainable,
             "lora": recipe.lora.enabled,
             "precision": precision,
+            "environment": environment.describe([*recipe.data.train_files, *recipe.data.validation_files]),
             "steps": result.step,
             "stopped_early": result.step < recipe.train.max_steps,
             "best_metric": best_name,
@@ -238,6 +242,9 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         if result.mfu is not None:
             results["mfu"] = result.mfu
         runs.write_json(run.results, results)
+        from llmctl.card import write_card
+
+        write_card(run.root, run.final)
     accelerator.wait_for_everyone()
     return results
 

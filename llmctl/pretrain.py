@@ -99,7 +99,8 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
 
     started = time.perf_counter()
     check_block_size(recipe)
-    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed)
+    accelerator, precision = make_accelerator(recipe.train.precision, seed=recipe.seed,
+                                              report_to=recipe.train.report_to, run=run)
     main = accelerator.is_main_process
     out = console if main else None
     with accelerator.main_process_first():  # the main process preprocesses; the others find its cache
@@ -119,7 +120,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     if out is not None:
         out.print(
             f"pretrain: {model.config.model_type}, {n_params / 1e6:.2f}M parameters, "
-            f"{accelerator.num_processes} process(es) on {accelerator.device} ({accelerator.distributed_type}), "
+            f"{accelerator.num_processes} process(es) on {accelerator.device.type}, "
             f"precision {precision}, {recipe.train.max_steps} steps of "
             f"{recipe.train.batch_size} x {recipe.data.block_size} tokens"
         )
@@ -146,6 +147,8 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     samples = sample(accelerator, accelerator.unwrap_model(result.model), tokenizer, recipe.sample, seed=recipe.seed)
     results = {}
     if main:
+        from llmctl import environment
+
         history = runs.read_log(run.log)
         first_eval = next((r for r in history if r.get("step") == 0 and "val_loss" in r), {})
         meta = prepared.meta
@@ -157,6 +160,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "steps": result.step,
             "world_size": accelerator.num_processes,
             "precision": precision,
+            "environment": environment.describe([*recipe.data.train_files, *recipe.data.validation_files]),
             "train_loss": result.train_loss,
             "val_loss": result.eval.get("loss"),
             "val_perplexity": result.eval.get("perplexity"),
@@ -174,6 +178,9 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         if results["unigram_perplexity"] and results["val_perplexity"]:
             results["perplexity_vs_unigram"] = round(results["val_perplexity"] / results["unigram_perplexity"], 4)
         runs.write_json(run.results, results)  # last: its existence marks the run complete
+        from llmctl.card import write_card
+
+        write_card(run.root, run.final)
     accelerator.wait_for_everyone()
     return results
 

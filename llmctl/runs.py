@@ -195,3 +195,144 @@ def latest_run(base: Path | None = None, *, task: str | None = None) -> Path | N
             if best is None or results.stat().st_mtime > best.stat().st_mtime:
                 best = results
     return best.parent if best else None
+
+
+# ---------------------------------------------------------------------------------------------------- run lock
+
+LOCK_NAME = ".llmctl.lock"
+
+
+def _lock_path(run: Run) -> Path:
+    return Path(run.root) / LOCK_NAME
+
+
+def _read_holder(fd: int) -> dict:
+    """The JSON a lock holder wrote into the lock file; {} while it has not written it yet (or it is unreadable)."""
+    try:
+        raw = os.pread(fd, 65536, 0)
+        info = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def describe_holder(info: dict) -> str:
+    """What lock_holder() returns, as "pid 123 on HOST, started TIME" (the parts it lacks left out)."""
+    where = f"pid {info.get('pid', '?')}"
+    if info.get("host"):
+        where += f" on {info['host']}"
+    if info.get("started"):
+        where += f", started {info['started']}"
+    return where
+
+
+class RunLock:
+    """Hold a run directory exclusively while a command works in it: `with RunLock(run): ...`.
+
+    The lock is an exclusive `flock` on RUN/.llmctl.lock, which holds the holder's pid, host, start time and
+    command line as JSON. A second llmctl process that tries to take it gets a RunError naming the holder. The
+    kernel drops a flock when its process dies, however it dies, so a lock file left behind by a killed process
+    is not held and the next command takes it over silently.
+
+    On exit the lock file is emptied (while still locked) and then unlocked, but left in place: removing it would
+    let a process that opened the old file just before the removal lock a file no longer on disk while another
+    process locks a new one, and both would believe they hold the run. An empty or absent file means "not in
+    use"; what counts is only whether a live process holds the flock (see lock_holder).
+
+    The lock belongs to the open file, not the thread: taking it twice in one process fails like it would for
+    two processes, so under a multi-process launch only one process (the main one) should take it. Without
+    `fcntl` (Windows) the lock does nothing.
+    """
+
+    #: A lock_holder() probe holds a shared lock for a moment; so many short retries ride over one.
+    _attempts = 5
+    _retry_seconds = 0.02
+
+    def __init__(self, run: Run):
+        self.run = run if isinstance(run, Run) else Run(Path(run))
+        self.path = _lock_path(self.run)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        import socket
+        import sys
+        import time
+        from datetime import datetime
+
+        if self._fd is not None:
+            raise RunError(f"{self.run.root}: this run lock is already held")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on this platform: run unlocked
+            return
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for attempt in range(self._attempts):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == self._attempts - 1:
+                        info = _read_holder(fd)
+                        who = f" ({describe_holder(info)})" if info else ""
+                        raise RunError(f"{self.run.root}: another llmctl process{who} is using this run directory"
+                                       "; wait for it to finish or stop it") from None
+                    time.sleep(self._retry_seconds)
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+                    "command": " ".join(sys.argv)}
+            data = (json.dumps(info, ensure_ascii=False) + "\n").encode("utf-8")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except BaseException:
+            os.close(fd)  # closing drops the flock too, if it was taken
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)  # still locked here, so no one reads a stale holder after the unlock
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # drops the flock
+
+
+def lock_holder(run: Run | Path) -> dict | None:
+    """Whether a live process holds the run's lock, without taking it: the holder's JSON (pid, host, started,
+    command; {} if it has not written it yet), or None when the run is not in use."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return None
+    root = run.root if isinstance(run, Run) else Path(run)
+    try:
+        fd = os.open(_lock_path(Run(root)), os.O_RDONLY)
+    except OSError:  # no lock file (never locked) or unreadable
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
