@@ -90,7 +90,11 @@ def yaml_number(value) -> str:
         return ".nan"
     if math.isinf(value):
         return ".inf" if value > 0 else "-.inf"
-    return repr(float(value))
+    text = repr(float(value))
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:  # YAML 1.1 readers take 1e-12 for a string; 1.0e-12 is a float to all
+        text = f"{mantissa}.0e{exponent}"
+    return text
 
 
 def _number(value) -> bool:
@@ -103,7 +107,7 @@ def _number(value) -> bool:
 def metrics_of(results: dict) -> list[tuple[str, str, float]]:
     """(name, type, value) of the run's final metrics: `metric.key` of results["metrics"] for fine-tuning
     runs, val_perplexity and val_loss for pretraining runs (the name is the key in results.json)."""
-    if results.get("task") == "causal_lm" or "metrics" not in results:
+    if "metrics" not in results:  # a pretraining run
         out = [("val_perplexity", "perplexity", results.get("val_perplexity")),
                ("val_loss", "loss", results.get("val_loss"))]
         return [(n, t, v) for n, t, v in out if _number(v)]
@@ -124,13 +128,18 @@ def auto_class(config: dict, task: str) -> str:
         for suffix, auto in _ARCH_SUFFIXES:
             if arch.endswith(suffix):
                 return auto
-    try:
-        from llmctl import tasks as registry
+    family = (config.get("llmctl") or {}).get("family") or "causal"
+    known = _task_object(task)
+    return (known.auto_classes.get(family) if known is not None else None) or "AutoModel"
 
-        family = (config.get("llmctl") or {}).get("family") or "causal"
-        return registry.get(task).auto_classes.get(family) or "AutoModel"
-    except (ValueError, KeyError):
-        return "AutoModel"
+
+def _task_object(name: str):
+    from llmctl import tasks as registry
+
+    try:
+        return registry.get(name)
+    except ValueError:
+        return None
 
 
 def _file_names(files) -> list[str]:
@@ -166,14 +175,17 @@ def _md(text) -> str:
 
 
 def _commands() -> set[str]:
-    """The names of llmctl's commands, to mention only the ones this version has."""
-    try:
-        from llmctl.cli import app
+    """The llmctl commands the card may mention: `generate` only where this version has it (found by its module,
+    not by importing the CLI, which imports this module's importers)."""
+    import importlib.util
 
-        names = {c.name or c.callback.__name__.strip("_").replace("_", "-") for c in app.registered_commands}
-        return names | {g.name for g in app.registered_groups if g.name}
-    except Exception:  # noqa: BLE001 - a card never fails for want of a command list
-        return {"eval", "summarize"}
+    names = {"eval", "summarize"}
+    try:
+        if importlib.util.find_spec("llmctl.generate_cli") is not None:
+            names.add("generate")
+    except (ImportError, ValueError):
+        pass
+    return names
 
 
 # ------------------------------------------------------------------------------------------------------ render
@@ -229,6 +241,8 @@ def _facts(results: dict, recipe: dict, config: dict, adapter: bool) -> dict:
         "metrics": metrics_of(results),
         "auto": auto_class(config, task),
         "adapter": adapter,
+        "finetuned": "metrics" in results,  # pretraining runs report perplexity instead
+        "generates": bool(getattr(_task_object(task), "generates", False)),
         "config": config,
         "lora": recipe.get("lora") or {},
         "arch": model.get("arch") or config.get("model_type") or results.get("model") or "",
@@ -275,7 +289,7 @@ def _body(f: dict, results: dict, recipe: dict, recipe_text: str) -> str:
         parts += ["## Recipe", "",
                   "The resolved recipe (the recipe file, its `--set` overrides and every default), as the run wrote "
                   "it to `recipe.toml`; train again with `llmctl "
-                  f"{'pretrain' if f['task'] == 'causal_lm' else 'finetune'} recipe.toml` (data paths as on the "
+                  f"{'finetune' if f['finetuned'] else 'pretrain'} recipe.toml` (data paths as on the "
                   "machine that trained it):", "", _fence(recipe_text, "toml"), ""]
     parts += ["## Environment", "", _environment(results.get("environment")), ""]
     parts += ["## How to use", "", _usage(f, results)]
@@ -295,7 +309,7 @@ def _summary(f: dict, results: dict) -> str:
     text = f"A {what} ({kind}" + (f", {_fmt(params)} parameters" if _number(params) else "") + ")"
     if f["base"]:
         origin = f"[{f['base']}](https://huggingface.co/{f['base']})" if f["hub_base"] else f"`{f['base']}`"
-        text += f", fine-tuned from {origin}" if f["task"] != "causal_lm" else f", pretraining continued from {origin}"
+        text += f", fine-tuned from {origin}" if f["finetuned"] else f", pretraining continued from {origin}"
         if not f["hub_base"]:
             text += " (a local model directory)"
     else:
@@ -350,7 +364,7 @@ def _training(f: dict, results: dict) -> str:
 
 def _results(f: dict, results: dict) -> str:
     split = "the validation split"
-    if f["task"] == "causal_lm" or "metrics" not in results:
+    if not f["finetuned"]:
         rows = [("validation perplexity", results.get("initial_val_perplexity"), results.get("val_perplexity")),
                 ("validation loss", None, results.get("val_loss")),
                 ("training loss (last steps)", None, results.get("train_loss"))]
@@ -370,7 +384,7 @@ def _results(f: dict, results: dict) -> str:
         return "\n".join(lines)
     initial, base = results.get("initial_metrics") or {}, results.get("baseline_metrics") or {}
     lines = [f"On {split} ({_fmt(results.get('validation_examples'))} examples). Untrained: the model before "
-             "training (step 0); baseline: the task's trivial baseline (for example the majority class).", "",
+             "training (step 0); baseline: the task's trivial baseline.", "",
              "| metric | untrained | baseline | trained |", "|---|---:|---:|---:|"]
     for name, _, value in f["metrics"]:
         lines.append(f"| {_md(name)} | {_fmt(initial.get(name))} | {_fmt(base.get(name))} | {_fmt(value)} |")
@@ -422,28 +436,45 @@ def _usage(f: dict, results: dict) -> str:
     code = f"from transformers import {auto}, AutoTokenizer\n\n" \
            f"model = {auto}.from_pretrained({path})  # or the hub id once pushed\n" \
            f"tokenizer = AutoTokenizer.from_pretrained({path})\n"
-    if task == "classification":
+    if auto == "AutoModelForSequenceClassification":
         code += ('\ninputs = tokenizer("a text to classify", return_tensors="pt")\n'
                  "label = model.config.id2label[model(**inputs).logits.argmax(-1).item()]\n")
+    elif f["finetuned"] and f["generates"]:
+        info = f["config"].get("llmctl") or {}
+        max_new = info.get("max_new_tokens") or 64
+        if auto == "AutoModelForSeq2SeqLM":
+            prefix = info.get("source_prefix") or ""
+            source = f"{json.dumps(prefix)} + document" if prefix else "document"
+            code += ('\ndocument = "The text to process."\n'
+                     f'inputs = tokenizer({source}, return_tensors="pt")\n'
+                     f"out = model.generate(**inputs, max_new_tokens={max_new})\n"
+                     "print(tokenizer.decode(out[0], skip_special_tokens=True))\n")
+        else:  # decoder-only: the run's prompt around the document, the output after it
+            code += ('\ndocument = "The text to process."\n'
+                     f"prompt = {json.dumps(info.get('prompt') or '{source}')}.replace(\"{{source}}\", document)\n"
+                     'inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)\n'
+                     f"out = model.generate(**inputs, max_new_tokens={max_new})\n"
+                     'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))\n')
     elif auto in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM"):
         code += ('\ninputs = tokenizer("The ", return_tensors="pt")\n'
                  "out = model.generate(**inputs, max_new_tokens=40)\n"
                  "print(tokenizer.decode(out[0], skip_special_tokens=True))\n")
     lines += ["With transformers alone:", "", _fence(code, "python")]
-    if task not in ("causal_lm", "classification"):
-        lines += ["", "`config.json` records under `llmctl` how the run fed the model (prompt, source prefix, "
-                      "input and output lengths); llmctl applies them for you:"]
     commands = _commands()
     cli = []
-    if task == "causal_lm":
+    if not f["finetuned"]:
         cli.append(f"llmctl eval --metric perplexity --model {PLACEHOLDER} --data corpus.txt")
         if "generate" in commands:
             cli.append(f"llmctl generate --model {PLACEHOLDER} --prompt \"The \"")
     else:
         cli.append(f"llmctl eval --model {PLACEHOLDER} --data validation.jsonl")
-        if task == "summarization" and "summarize" in commands:
-            cli.append(f"llmctl summarize --model {PLACEHOLDER} docs/ --output summaries.jsonl")
-        if task in ("summarization", "translation") and "generate" in commands:
+        if f["generates"] and "summarize" in commands:  # documents in, one output each
+            cli.append(f"llmctl summarize --model {PLACEHOLDER} docs/ --output outputs.jsonl")
+        if f["generates"] and "generate" in commands:
             cli.append(f"llmctl generate --model {PLACEHOLDER} --prompt \"$(cat document.txt)\"")
-    lines += ["", "With llmctl:", "", _fence("\n".join(cli), "bash")]
+    intro = "With llmctl"
+    if f["finetuned"]:
+        intro += (", which feeds the model as the run did (`config.json` records the prompt, source prefix and "
+                  "lengths under `llmctl`); `eval --data` takes a file with the columns of the training data")
+    lines += ["", intro + ":", "", _fence("\n".join(cli), "bash")]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ each command imports what it needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -256,8 +257,9 @@ def preprocess(
         if dry_run:
             _print_plan(ft.plan(r, root))
             return
-        _write_recipe(r, run)
-        td = ft.prepare_data(r, run, console)
+        with _locked(root):
+            _write_recipe(r, run)
+            td = ft.prepare_data(r, run, console)
         console.print(f"[green]preprocess:[/] {len(td.train):,} training examples ({len(td.features):,} features) "
                       f"+ {len(td.validation):,} validation examples -> {run.data}")
         return
@@ -272,8 +274,9 @@ def preprocess(
             "output": {"tokenizer": str(run.tokenizer), "data": str(run.data), "recipe": str(run.recipe)},
         })
         return
-    _write_recipe(r, run)
-    data.prepare(r, run, console)
+    with _locked(root):
+        _write_recipe(r, run)
+        data.prepare(r, run, console)
 
 
 def _write_recipe(r, run) -> None:
@@ -338,14 +341,41 @@ def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_pro
         _relaunch(num_processes, r.train.accelerate_config)
         return
     main_process = _is_main_process()
-    run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
-    _check_resume_compatible(r, run, resume)
-    if main_process:
-        _write_recipe(r, run)
-    results = stage(r, run, resume=resume, console=console)
+    with _locked(root, main_process):
+        run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
+        _check_resume_compatible(r, run, resume)
+        if main_process:
+            _write_recipe(r, run)
+        results = stage(r, run, resume=resume, console=console)
     if results:
         console.quiet = False  # --quiet still prints the final results
         show(results, run)
+        if not OPTIONS["quiet"]:
+            from llmctl.report import terminal_plot
+
+            terminal_plot(runs.read_log(run.log), console)
+
+
+@contextlib.contextmanager
+def _locked(root: Path, main_process: bool = True):
+    """One llmctl command at a time per run directory: the main process holds its lock (`runs.RunLock`) while
+    the command works; a second command is refused with the holder's pid."""
+    from llmctl import runs
+
+    if not main_process:
+        yield
+        return
+    if root.exists() and not root.is_dir():
+        raise runs.RunError(f"{root}: output path exists and is not a directory")
+    lock = runs.RunLock(runs.Run(root))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise runs.RunError(f"{root}: cannot use this output directory: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _is_main_process() -> bool:

@@ -265,8 +265,9 @@ def stream_text(gen: Generator, prompt: str, settings, *, seed: int = 0, out: Te
 
 
 def make_streamer(tokenizer, out: TextIO, stop: str | None = None):
-    """A transformers TextStreamer (prompt skipped, special tokens hidden) that writes to `out`, leaves out the
-    leading whitespace of the output, and, given `stop`, shows nothing from the first `stop` on."""
+    """A transformers TextStreamer (prompt skipped, special tokens hidden) that writes to `out` the text that
+    `generate_texts` returns (no whitespace around it), then a newline; given `stop`, nothing from the first
+    `stop` on."""
     from transformers import TextStreamer
 
     class Streamer(TextStreamer):
@@ -282,13 +283,14 @@ def make_streamer(tokenizer, out: TextIO, stop: str | None = None):
                 if not self.started:
                     self.pending = self.pending.lstrip()
                     self.started = bool(self.pending)
-                show = self.pending
-                if stop:
-                    cut = self.pending.find(stop)
-                    if cut >= 0:
-                        show, self.stopped = self.pending[:cut].rstrip(), True
-                    elif not stream_end:
-                        show = self.pending[:len(self.pending) - _held_back(self.pending, stop)]
+                cut = self.pending.find(stop) if stop else -1
+                if cut >= 0:
+                    show, self.stopped = self.pending[:cut].rstrip(), True
+                elif stream_end:
+                    show = self.pending.rstrip()
+                else:  # whitespace is held back until text follows it: the output ends stripped, like generate's
+                    end = len(self.pending) - (_held_back(self.pending, stop) if stop else 0)
+                    show = self.pending[:end].rstrip()
                 self.pending = self.pending[len(show):]
                 out.write(show)
             if stream_end:

@@ -436,7 +436,7 @@ def command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (or their final/), one or more.",
                                                show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for report.png and "
-                                                   "report.html [default: RUN/report for one run, ./report "
+                                                   "report.html \\[default: RUN/report for one run, ./report "
                                                    "for several].", show_default=False)] = None,
 ) -> None:
     """Plot runs' loss, validation loss, learning rate, throughput and task metrics, and write an HTML report.
