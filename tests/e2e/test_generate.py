@@ -114,12 +114,12 @@ def test_file_prompts_batched_come_back_in_input_order(pre, causal, tmp_path):
 
 
 def test_seed_makes_sampling_reproducible(pre):
+    """The same seed gives the same text (another seed may or may not differ: not asserted)."""
     args = ("generate", "--model", str(pre), "-p", PROMPTS[0], "-p", PROMPTS[3], "--max-new-tokens", "16",
             "--temperature", "1.5", "--json")
     first = ok(cli(*args, "--seed", "1"))
     assert ok(cli(*args, "--seed", "1")) == first
-    other = ok(cli(*args, "--seed", "2"))
-    assert len(first.splitlines()) == len(other.splitlines()) == 2  # may differ from seed 1: not asserted
+    assert len(first.splitlines()) == 2
 
 
 def test_generate_on_a_summarization_run_equals_summarize(home, tmp_path):
