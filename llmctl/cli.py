@@ -585,6 +585,8 @@ def eval_(
     """
     from llmctl import evaluate_cli
 
+    if predictions is not None and not metric:
+        raise UsageError("--predictions needs at least one --metric")
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch(num_processes)
         return
@@ -737,26 +739,15 @@ def _print_task_results(results: dict, run) -> None:
 
 
 def _register_subcommands() -> None:
-    from llmctl import recipes_cli
+    """The commands that live in their own modules (each imports its heavy libraries only when it runs)."""
+    from llmctl import export_cli, generate_cli, recipes_cli, report, runs_cli
 
     app.add_typer(recipes_cli.app, name="recipes")
-
-    from llmctl import report
-
-    app.command("report")(guarded(report.command))
-
-    from llmctl import runs_cli
-
     app.command("runs")(guarded(runs_cli.command))
-
-    from llmctl import export_cli
-
-    app.command("export")(guarded(export_cli.export))
-
-    from llmctl import generate_cli
-
+    app.command("report")(guarded(report.command))
     app.command("generate")(guarded(generate_cli.generate))
     app.command("chat")(guarded(generate_cli.chat))
+    app.command("export")(guarded(export_cli.export))
 
 
 _register_subcommands()

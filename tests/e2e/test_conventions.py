@@ -37,6 +37,7 @@ EXIT_CODES = [
     (["summarize", "--format", "xml", "-"], 2, "Invalid value for '--format'"),
     (["finetune"], 2, "give a recipe file or --task"),
     (["-q", "-v", "recipes"], 2, "--quiet and --verbose exclude each other"),
+    (["eval", "--predictions", "p.jsonl"], 2, "--predictions needs at least one --metric"),
     (["pretrain", TINY, "--data", "missing.txt"], 1, "missing.txt: data file not found"),
     (["eval", "--model", "no/such/model", "--metric", "rouge"], 1, "no/such/model"),
     (["recipes", "show", "nothing"], 1, "no shipped recipe called 'nothing'"),
