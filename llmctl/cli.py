@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from dataclasses import dataclass
 import os
 import sys
 from pathlib import Path
@@ -127,8 +128,50 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print t
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the run directory's latest checkpoint.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the output directory.")]
 ProcsOpt = Annotated[
-    int, typer.Option("--num-processes", "-n", min=1, help="Data-parallel processes (launched through Accelerate).")
+    int, typer.Option("--num-processes", "-n", min=1, help="Data-parallel processes (launched through Accelerate); "
+                                                           "per machine with --num-machines.")
 ]
+# Multi-node runs: the names `accelerate launch` uses. Every machine runs the same command with its own rank.
+MachinesOpt = Annotated[int, typer.Option("--num-machines", min=1, rich_help_panel="Multi-node",
+                                          help="Machines taking part; each runs this command with its "
+                                               "--machine-rank.")]
+MachineRankOpt = Annotated[int, typer.Option("--machine-rank", min=0, rich_help_panel="Multi-node",
+                                             help="This machine's rank, 0 to --num-machines - 1 (0 hosts the "
+                                                  "rendezvous).")]
+MainIpOpt = Annotated[Optional[str], typer.Option("--main-process-ip", rich_help_panel="Multi-node",
+                                                  help="Address of machine 0, reachable from every machine.",
+                                                  show_default=False)]
+MainPortOpt = Annotated[int, typer.Option("--main-process-port", min=1, max=65535, rich_help_panel="Multi-node",
+                                          help="Port of the rendezvous on machine 0.")]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where a training command runs: processes per machine and, for a multi-node run, the machines."""
+
+    processes: int = 1
+    machines: int = 1
+    rank: int = 0
+    main_ip: str | None = None
+    main_port: int = 29500
+
+    def check(self) -> None:
+        if self.machines > 1 and not self.main_ip:
+            raise UsageError("--num-machines > 1 needs --main-process-ip (the address of machine 0)")
+        if self.rank >= self.machines:
+            raise UsageError(f"--machine-rank {self.rank} must be below --num-machines {self.machines}")
+
+    @property
+    def world(self) -> int:
+        return self.processes * self.machines
+
+    def launch_args(self) -> list[str]:
+        """`accelerate launch` arguments; its --num_processes counts the processes of all machines."""
+        args = ["--num_processes", str(self.world), "--num_machines", str(self.machines)]
+        if self.machines > 1:
+            args += ["--machine_rank", str(self.rank), "--main_process_ip", str(self.main_ip),
+                     "--main_process_port", str(self.main_port)]
+        return args
 
 # Exit codes (README "Exit codes"): 0 done; 1 a run that failed (bad data, a model that cannot do the task, ...);
 # 2 a usage error (bad option, bad recipe, options that exclude each other); 130 / 143 interrupted by SIGINT /
@@ -302,6 +345,10 @@ def pretrain(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     num_processes: ProcsOpt = 1,
+    num_machines: MachinesOpt = 1,
+    machine_rank: MachineRankOpt = 0,
+    main_process_ip: MainIpOpt = None,
+    main_process_port: MainPortOpt = 29500,
 ):
     """Pretrain a causal LM from scratch (or continue a pretrained one) on the recipe's corpus.
 
@@ -318,27 +365,31 @@ def pretrain(
     if dry_run:
         from llmctl.pretrain import plan
 
-        _print_plan(plan(r, root, num_processes=num_processes))
+        _print_plan(plan(r, root, num_processes=num_processes * num_machines))
         return
     from llmctl.pretrain import run_pretrain
 
-    _train(r, root, run_pretrain, _print_results, resume=resume, overwrite=overwrite, num_processes=num_processes)
+    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+    _train(r, root, run_pretrain, _print_results, resume=resume, overwrite=overwrite, cluster=cluster)
 
 
-def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, num_processes: int) -> None:
-    """Shared by pretrain and finetune: relaunch for several processes, open the run, run the stage."""
+def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, cluster: Cluster) -> None:
+    """Shared by pretrain and finetune: relaunch for several processes (or machines), open the run, run the
+    stage. Inside a launched process (accelerate launch, torchrun, a Slurm or Kubernetes launcher that sets the
+    torch.distributed environment) the launcher's environment decides, not these flags."""
     from llmctl import runs
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
-    if num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        per_step = r.train.micro_batch_size * num_processes
+    cluster.check()
+    if cluster.world > 1 and "LOCAL_RANK" not in os.environ:
+        per_step = r.train.micro_batch_size * cluster.world
         if r.train.batch_size % per_step:
             from llmctl.train import TrainError
 
             raise TrainError(f"train.batch_size ({r.train.batch_size}) must be a multiple of train.micro_batch_size "
-                             f"x processes ({r.train.micro_batch_size} x {num_processes} = {per_step})")
-        _relaunch(num_processes, r.train.accelerate_config)
+                             f"x processes ({r.train.micro_batch_size} x {cluster.world} = {per_step})")
+        _relaunch(cluster, r.train.accelerate_config)
         return
     main_process = _is_main_process()
     with _locked(root, main_process):
@@ -404,8 +455,9 @@ def _check_resume_compatible(r, run, resume: bool) -> None:
         )
 
 
-def _relaunch(n: int, accelerate_config: str = "") -> None:
-    """Re-run this very command under `accelerate launch` with n processes (minus --num-processes).
+def _relaunch(cluster: Cluster, accelerate_config: str = "") -> None:
+    """Re-run this very command under `accelerate launch` (minus the launch options), on this machine's share of
+    the processes.
 
     While the workers run, SIGINT and SIGTERM sent to this process are passed on to the launcher (which passes
     them to the workers), and this process keeps waiting: the workers stop together at a step boundary and save
@@ -414,25 +466,28 @@ def _relaunch(n: int, accelerate_config: str = "") -> None:
     import signal
     import subprocess
 
-    argv = sys.argv[1:]
+    launch_options = ("--num-processes", "-n", "--num-machines", "--machine-rank", "--main-process-ip",
+                      "--main-process-port")
     cleaned, skip = [], False
-    for a in argv:
+    for a in sys.argv[1:]:
         if skip:
             skip = False
             continue
-        if a in ("--num-processes", "-n"):
+        if a in launch_options:
             skip = True
             continue
-        if a.startswith("--num-processes="):
+        if a.startswith(tuple(f"{o}=" for o in launch_options if o.startswith("--"))):
             continue
         cleaned.append(a)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    launch = cluster.launch_args()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch]
     if accelerate_config:
         cmd += ["--config_file", accelerate_config]
     else:
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += ["-m", "llmctl", *cleaned]
-    err_console.print(f"launching {n} processes: accelerate launch --num_processes {n} -m llmctl "
+    where = f" (machine {cluster.rank} of {cluster.machines})" if cluster.machines > 1 else ""
+    err_console.print(f"launching {cluster.processes} processes{where}: accelerate launch {' '.join(launch)} -m llmctl "
                       f"{' '.join(cleaned)}", soft_wrap=True)
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
     received = []
@@ -506,6 +561,10 @@ def finetune(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     num_processes: ProcsOpt = 1,
+    num_machines: MachinesOpt = 1,
+    machine_rank: MachineRankOpt = 0,
+    main_process_ip: MainIpOpt = None,
+    main_process_port: MainPortOpt = 29500,
 ):
     """Fine-tune a model on a task: summarization, translation, classification, extractive QA or multiple choice.
 
@@ -524,10 +583,10 @@ def finetune(
                    sets=set_ or [])
     root = _root(r, output_dir)
     if dry_run:
-        _print_plan(ft.plan(r, root, num_processes=num_processes))
+        _print_plan(ft.plan(r, root, num_processes=num_processes * num_machines))
         return
-    _train(r, root, ft.run_finetune, _print_task_results, resume=resume, overwrite=overwrite,
-           num_processes=num_processes)
+    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+    _train(r, root, ft.run_finetune, _print_task_results, resume=resume, overwrite=overwrite, cluster=cluster)
 
 
 # ------------------------------------------------------------------------------------------------------ eval
@@ -588,7 +647,7 @@ def eval_(
     if predictions is not None and not metric:
         raise UsageError("--predictions needs at least one --metric")
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        _relaunch(num_processes)
+        _relaunch(Cluster(processes=num_processes))
         return
     result = evaluate_cli.run(
         metrics=metric or [], model=model, data=data_, task=task, predictions=predictions, output=output,
@@ -646,7 +705,7 @@ def summarize(
             raise DataError("no --model given and no finished summarization run under runs/")
         model = str(last / "final")
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        _relaunch(num_processes)
+        _relaunch(Cluster(processes=num_processes))
         return
     from llmctl.summarize import run_summarize
 

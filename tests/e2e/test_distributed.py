@@ -153,3 +153,81 @@ def test_sigterm_to_one_of_two_processes_checkpoints_once_and_resumes_exactly(sm
     for g, w in zip(got, want):
         if "loss" in w:
             assert g["loss"] == pytest.approx(w["loss"], abs=1e-5), g["step"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_of_one_process_equal_one_machine_of_two(tmp_path):
+    """The multi-node path on one host: two independent llmctl commands, --num-machines 2 with ranks 0 and 1 and a
+    rendezvous on 127.0.0.1 (the run directory stands for a shared filesystem), train what --num-processes 2 on one
+    machine trains: the same losses and final weights."""
+    common = ["finetune", "recipes/tiny/classification.toml", "--set", "train.max_steps=6", "--set",
+              "train.batch_size=16", "--set", "train.micro_batch_size=8", "--set", "train.eval_every=3",
+              "--set", "train.log_every=3", *NO_DROPOUT]
+    local, nodes = tmp_path / "local", tmp_path / "nodes"
+    cli(*common, "-o", str(local), "--num-processes", "2", check=True)
+    port = str(_free_port())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    procs = [subprocess.Popen([sys.executable, "-m", "llmctl", *common, "-o", str(nodes), "--num-machines", "2",
+                               "--machine-rank", str(rank), "--main-process-ip", "127.0.0.1",
+                               "--main-process-port", port], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, (out, err)
+    assert "machine 0 of 2" in outs[0][1] and "machine 1 of 2" in outs[1][1]
+    a, b = (json.loads((run / "results.json").read_text()) for run in (local, nodes))
+    assert a["world_size"] == b["world_size"] == 2
+    la = [json.loads(x) for x in (local / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (nodes / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in la] == [r["step"] for r in lb]
+    for x, y in zip(la, lb):
+        for key in ("loss", "val_loss"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], abs=1e-5), (x["step"], key)
+    wa, wb = weights(local / "final"), weights(nodes / "final")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+
+
+def test_multi_node_flags_are_checked():
+    proc = cli("pretrain", "recipes/tiny/pretrain.toml", "--num-machines", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --num-machines > 1 needs --main-process-ip (the address of machine 0)"
+    proc = cli("pretrain", "recipes/tiny/pretrain.toml", "--num-machines", "2", "--machine-rank", "2",
+               "--main-process-ip", "127.0.0.1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --machine-rank 2 must be below --num-machines 2"
+
+
+def test_the_slurm_example_runs_on_two_local_nodes(tmp_path):
+    """examples/slurm/pretrain.sbatch run as Slurm would, with stand-ins for srun (two tasks, node ids 0 and 1,
+    on this host) and scontrol: it trains one run with both nodes' processes (world size 2)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\nprintf '127.0.0.1\\n127.0.0.1\\n'\n")
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        "shift  # --kill-on-bad-exit=1\n"
+        "SLURM_NODEID=0 \"$@\" & a=$!\n"
+        "SLURM_NODEID=1 \"$@\" & b=$!\n"
+        "wait $a; ra=$?; wait $b; rb=$?\n"
+        "exit $(( ra || rb ))\n")
+    for name in ("scontrol", "srun"):
+        (bin_dir / name).chmod(0o755)
+    run = tmp_path / "slurm-run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "1",
+           "SLURM_JOB_NAME": "tiny", "MAIN_PORT": str(_free_port()), "LLMCTL_RUN_DIR": str(run)}
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "slurm" / "pretrain.sbatch"), "recipes/tiny/pretrain.toml",
+                           "--set", "train.max_steps=4", "--set", "train.eval_every=4"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2 and results["steps"] == 4
