@@ -231,3 +231,18 @@ def test_the_slurm_example_runs_on_two_local_nodes(tmp_path):
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     results = json.loads((run / "results.json").read_text())
     assert results["world_size"] == 2 and results["steps"] == 4
+
+
+def test_torchrun_launch_on_one_host(tmp_path):
+    """llmctl inside a process torchrun started reads the launcher's environment (no relaunch)."""
+    run = tmp_path / "tr"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "llmctl",
+                           "pretrain", "recipes/tiny/pretrain.toml", "-o", str(run), "--set", "train.max_steps=4",
+                           "--set", "train.eval_every=4"],
+                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launching" not in proc.stderr  # not relaunched: torchrun's processes train directly
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2 and results["steps"] == 4
