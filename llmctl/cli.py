@@ -143,6 +143,9 @@ MainIpOpt = Annotated[Optional[str], typer.Option("--main-process-ip", rich_help
                                                   show_default=False)]
 MainPortOpt = Annotated[int, typer.Option("--main-process-port", min=1, max=65535, rich_help_panel="Multi-node",
                                           help="Port of the rendezvous on machine 0.")]
+RendezvousTimeoutOpt = Annotated[int, typer.Option("--rendezvous-timeout", min=1, rich_help_panel="Multi-node",
+                                                   help="Seconds to wait for the other machines at the rendezvous "
+                                                        "before giving up with an error.")]
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class Cluster:
     rank: int = 0
     main_ip: str | None = None
     main_port: int = 29500
+    rendezvous_timeout: int = 300
 
     def check(self) -> None:
         if self.machines > 1 and not self.main_ip:
@@ -170,7 +174,7 @@ class Cluster:
         args = ["--num_processes", str(self.world), "--num_machines", str(self.machines)]
         if self.machines > 1:
             args += ["--machine_rank", str(self.rank), "--main_process_ip", str(self.main_ip),
-                     "--main_process_port", str(self.main_port)]
+                     "--main_process_port", str(self.main_port), "--rdzv_conf", f"timeout={self.rendezvous_timeout}"]
         return args
 
 # Exit codes (README "Exit codes"): 0 done; 1 a run that failed (bad data, a model that cannot do the task, ...);
@@ -276,6 +280,12 @@ def preprocess(
     set_: SetOpt = None,
     output_dir: OutputDirOpt = None,
     dry_run: DryRunOpt = False,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", metavar="I/K", show_default=False,
+        help="Pretraining data: tokenize and pack only the I-th of K shards of the training documents (numbered "
+             "from 1; contiguous ranges, no document split) into RUN/data/shards/I-of-K, so K jobs (a Slurm array) "
+             "can make them; every job trains the same tokenizer, shard 1 also writes the validation split. "
+             "`pretrain` trains on RUN/data/shards once all K are there.")] = None,
 ):
     """Prepare a recipe's data in the run directory, so that training starts from the cache.
 
@@ -285,10 +295,17 @@ def preprocess(
 
         llmctl preprocess gpt-small --set data.block_size=128
         llmctl preprocess summarization --data articles.jsonl --set data.text_column=article
+        llmctl preprocess gpt-small --shard 2/8          # job 2 of 8, e.g. --shard $SLURM_ARRAY_TASK_ID/8
     """
     from llmctl import data, runs
 
     _quiet_tokenizers()
+    shard_spec = None
+    if shard is not None:
+        try:
+            shard_spec = data.parse_shard(shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     r = _load_recipe(recipe, set_, data_, validation_data)
     root = _root(r, output_dir)
     run = runs.Run(root)
@@ -297,6 +314,8 @@ def preprocess(
     if registry.get(r.task).finetunable:
         from llmctl import finetune as ft
 
+        if shard_spec is not None:
+            raise UsageError(f"--shard applies to pretraining data; {r.task} data is prepared whole")
         if dry_run:
             _print_plan(ft.plan(r, root))
             return
@@ -305,6 +324,25 @@ def preprocess(
             td = ft.prepare_data(r, run, console)
         console.print(f"[green]preprocess:[/] {len(td.train):,} training examples ({len(td.features):,} features) "
                       f"+ {len(td.validation):,} validation examples -> {run.data}")
+        return
+    if shard_spec is not None:
+        index, count = shard_spec
+        target = data.shard_dir(run, index, count)
+        if dry_run:
+            _print_plan({
+                "recipe": r.name,
+                "inputs": list(r.data.train_files) + list(r.data.validation_files) or [r.data.hub_dataset],
+                "shard": f"{index} of {count} contiguous ranges of the training documents"
+                         + (", and the validation split" if index == 1 else ""),
+                "tokenizer": data.tokenizer_source(r) or f"train byte-level BPE, vocab {r.tokenizer.vocab_size}",
+                "block_size": r.data.block_size,
+                "output": {"tokenizer": str(run.tokenizer), "shard": str(target), "recipe": str(run.recipe)},
+            })
+            return
+        # The shard's own lock, not the run's: the K jobs of one run directory work side by side.
+        with _locked(target):
+            _write_recipe(r, run)
+            data.prepare_shard(r, run, index, count, console)
         return
     if dry_run:
         hit = data.cached(r, run)
@@ -349,6 +387,7 @@ def pretrain(
     machine_rank: MachineRankOpt = 0,
     main_process_ip: MainIpOpt = None,
     main_process_port: MainPortOpt = 29500,
+    rendezvous_timeout: RendezvousTimeoutOpt = 300,
 ):
     """Pretrain a causal LM from scratch (or continue a pretrained one) on the recipe's corpus.
 
@@ -369,7 +408,8 @@ def pretrain(
         return
     from llmctl.pretrain import run_pretrain
 
-    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port,
+                      rendezvous_timeout)
     _train(r, root, run_pretrain, _print_results, resume=resume, overwrite=overwrite, cluster=cluster)
 
 
@@ -467,7 +507,7 @@ def _relaunch(cluster: Cluster, accelerate_config: str = "") -> None:
     import subprocess
 
     launch_options = ("--num-processes", "-n", "--num-machines", "--machine-rank", "--main-process-ip",
-                      "--main-process-port")
+                      "--main-process-port", "--rendezvous-timeout")
     cleaned, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -515,6 +555,9 @@ def _pass_on_stderr(stream) -> None:
     import re
 
     elastic = re.compile(r"^[WEI]\d{4} [\d:.]+ +\d+ .*torch/distributed/elastic/")
+    # torch's C++ side (the c10d store) logs its own lines and stack frames before a Python exception follows.
+    native = re.compile(r"^\[[EWI]\d{4} [\d:.]+ .*\] \[c10d\]|^Exception raised from |^frame #\d+: |"
+                        r"^<omitting python frames>")
     held: list[str] = []  # from the first unprefixed traceback on: it may be the launcher's
     skip_next = False
     for line in stream:
@@ -526,11 +569,19 @@ def _pass_on_stderr(stream) -> None:
         if "is already in use. Accelerate will attempt" in line:
             skip_next = True  # the warnings.warn( line that follows
             continue
-        if held or line.startswith("Traceback (most recent call last):"):
-            held.append(line)
+        if held or line.startswith("Traceback (most recent call last):") or native.match(line):
+            held.append(line)  # a failure is on its way: what to show is decided at the end
             continue
         sys.stderr.write(line)
         sys.stderr.flush()
+    unreachable = next((line for line in held if "DistNetworkError" in line and "trying to connect" in line), None)
+    if unreachable is not None:  # the rendezvous timed out: machine 0 is not there (yet), or not at that address
+        found = re.search(r"after (\d+)ms while trying to connect to \((.+), (\d+)\)", unreachable)
+        where = f" at {found.group(2)}:{found.group(3)} within {int(found.group(1)) / 1000:g} s" if found else ""
+        sys.stderr.write(f"error: cannot reach the rendezvous{where}; start machine 0 (--machine-rank 0) with the "
+                         "same --main-process-ip and --main-process-port, or raise --rendezvous-timeout\n")
+        sys.stderr.flush()
+        return
     starts = [i for i, line in enumerate(held) if line.startswith("Traceback (most recent call last):")]
     last = starts.pop() if starts else len(held)
     while starts and any(w in "".join(held[last - 3 : last]) for w in ("During handling", "direct cause")):
@@ -565,6 +616,7 @@ def finetune(
     machine_rank: MachineRankOpt = 0,
     main_process_ip: MainIpOpt = None,
     main_process_port: MainPortOpt = 29500,
+    rendezvous_timeout: RendezvousTimeoutOpt = 300,
 ):
     """Fine-tune a model on a task: summarization, translation, classification, extractive QA or multiple choice.
 
@@ -585,7 +637,8 @@ def finetune(
     if dry_run:
         _print_plan(ft.plan(r, root, num_processes=num_processes * num_machines))
         return
-    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+    cluster = Cluster(num_processes, num_machines, machine_rank, main_process_ip, main_process_port,
+                      rendezvous_timeout)
     _train(r, root, ft.run_finetune, _print_task_results, resume=resume, overwrite=overwrite, cluster=cluster)
 
 

@@ -246,3 +246,18 @@ def test_torchrun_launch_on_one_host(tmp_path):
     assert "launching" not in proc.stderr  # not relaunched: torchrun's processes train directly
     results = json.loads((run / "results.json").read_text())
     assert results["world_size"] == 2 and results["steps"] == 4
+
+
+def test_an_unreachable_rendezvous_is_one_line_after_the_timeout(tmp_path):
+    """Machine 1 alone: nobody serves the rendezvous, so it gives up after --rendezvous-timeout with one line."""
+    port = _free_port()
+    start = time.time()
+    proc = cli("pretrain", "recipes/tiny/pretrain.toml", "-o", str(tmp_path / "r"), "--num-machines", "2",
+               "--machine-rank", "1", "--main-process-ip", "127.0.0.1", "--main-process-port", str(port),
+               "--rendezvous-timeout", "5", timeout=120)
+    assert time.time() - start < 60
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("launching")]
+    assert lines == [f"error: cannot reach the rendezvous at 127.0.0.1:{port} within 5 s; start machine 0 "
+                     "(--machine-rank 0) with the same --main-process-ip and --main-process-port, or raise "
+                     "--rendezvous-timeout"], proc.stderr
