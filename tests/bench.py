@@ -1,7 +1,7 @@
 """`make bench`: the speed and memory figures llmctl promises, measured and printed (never asserted in tests).
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
-    python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume
+    python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "pretrain" / "corpus.txt"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # this process loads a model too (bench_plan)
 
 
 def llmctl(*args: str, check: bool = True) -> tuple[float, int, subprocess.CompletedProcess]:
@@ -137,9 +138,69 @@ def bench_resume() -> None:
             row(f"resume at step {at} and train 1 step", f"{wall:.1f} s", f"a fresh 1-step run: {fresh:.1f} s")
 
 
+def _cpu_gemm_peak() -> float:
+    """FLOP/s of a large fp32 matrix product on this CPU, in this process (the ceiling MFU is measured against)."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        a @ b
+    return 2 * 2048**3 * n / (time.perf_counter() - start)
+
+
+def bench_plan() -> None:
+    """Internet scale on paper, every input measured in this run or counted from the model: the CPU's MFU on the
+    demo model, carried over to gpt2-124m on one H100 (an assumption, said so), 10B tokens of pretraining in GPU
+    hours, 10B tokens of preprocessing with K shard jobs, and the memory per parameter that picks DDP or FSDP."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmctl import flops
+
+    torch.set_num_threads(os.cpu_count())
+    peak = _cpu_gemm_peak()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        llmctl("pretrain", "recipes/gpt-small.toml", "-o", str(out), "--set", "train.max_steps=60",
+               "--set", "train.eval_every=60", "--set", "train.log_every=20")
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        tok_s = statistics.mean([r["tokens_per_sec"] for r in log if r.get("tokens_per_sec")][1:])
+        small = AutoModelForCausalLM.from_pretrained(out / "final")
+        per_token_small = flops.flops_per_token(small, 128)
+        pre = Path(tmp) / "pre"
+        llmctl("preprocess", "recipes/gpt-small.toml", "-o", str(pre))
+        meta = json.loads((pre / "data" / "meta.json").read_text())
+        pre_rate = (meta["train"]["tokens"] + meta["validation"]["tokens"]) / meta["seconds"]
+    cpu_mfu = tok_s * per_token_small / peak
+    row("CPU fp32 GEMM peak (2048^2, this run)", f"{peak / 1e9:,.0f} GFLOP/s", f"{os.cpu_count()} CPU threads")
+    row("gpt-small training FLOPs per token", f"{per_token_small / 1e6:,.1f} MFLOP", "6 x matmul weights + attention")
+    row("gpt-small CPU MFU", f"{cpu_mfu:.2f}", f"{tok_s:,.0f} tokens/s against the GEMM peak")
+    config = AutoConfig.for_model("gpt2", n_positions=1024, vocab_size=50257)
+    with torch.device("meta"):
+        big = AutoModelForCausalLM.from_config(config)
+    per_token_big = flops.flops_per_token(big, 1024)
+    h100 = flops.peak_flops("NVIDIA H100 80GB HBM3", "bf16")
+    gpu_tok_s = cpu_mfu * h100 / per_token_big
+    row("gpt2-124m training FLOPs per token", f"{per_token_big / 1e9:,.2f} GFLOP", "context 1,024")
+    row("gpt2-124m on one H100 (bf16), at that MFU", f"{gpu_tok_s:,.0f} tokens/s",
+        f"H100 SXM dense bf16 peak {h100 / 1e12:,.0f} TFLOP/s; assumes the CPU's MFU carries over")
+    row("10B tokens of gpt2-124m", f"{10e9 / gpu_tok_s / 3600:,.1f} GPU-hours",
+        f"= {10e9 / gpu_tok_s / 3600 / 8:,.1f} h on one 8-GPU node")
+    row("preprocess throughput, one 2-core job", f"{pre_rate:,.0f} tokens/s", "BPE training included")
+    for k in (1, 16, 256):
+        row(f"10B tokens of preprocessing, {k} shard job(s)", f"{10e9 / pre_rate / k / 60:,.0f} min",
+            "--shard I/K, each job on its own 2 cores")
+    row("training memory per parameter (bf16 + fp32 Adam)", "16 bytes", "weights 2+4, grads 2, Adam 8; no activations")
+    row("  largest model DDP fits on an 80 GB GPU", f"{80e9 / 16 / 1e9:,.1f}B parameters",
+        "before activations; beyond: FSDP or DeepSpeed ZeRO-3 shard it over the GPUs")
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
-           "train": bench_train, "resume": bench_resume}
+           "train": bench_train, "resume": bench_resume, "plan": bench_plan}
 
 
 def main() -> None:
