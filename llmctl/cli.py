@@ -357,7 +357,9 @@ def preprocess(
         return
     with _locked(root):
         _write_recipe(r, run)
-        data.prepare(r, run, console)
+        from llmctl.pretrain import prepare_corpus
+
+        prepare_corpus(r, run, console)
 
 
 def _write_recipe(r, run) -> None:

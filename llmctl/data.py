@@ -481,15 +481,23 @@ def pack(tokenized, block_size: int, out_file: Path, progress=None) -> dict:
     return {"tokens": int(n_tokens), "blocks": int(n_blocks)}
 
 
-def unigram_baseline(train, validation, vocab_size: int) -> float:
-    """Perplexity of an add-one unigram model fitted on the training blocks, on the validation tokens that a
-    causal LM predicts (every token of a block but the first)."""
+def token_counts(blocks, vocab_size: int):
+    """How often each token id occurs in a split of packed blocks (a numpy array of `vocab_size` floats)."""
     import numpy as np
 
     counts = np.zeros(vocab_size, dtype=np.float64)
-    for table in train.with_format("arrow").iter(batch_size=10_000):
+    for table in blocks.with_format("arrow").iter(batch_size=10_000):
         vals = table.column("input_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         counts += np.bincount(vals, minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def unigram_perplexity(counts, validation) -> float:
+    """Perplexity of an add-one unigram model with these training counts, on the validation tokens that a causal
+    LM predicts (every token of a block but the first)."""
+    import numpy as np
+
+    vocab_size = len(counts)
     logp = np.log((counts + 1.0) / (counts.sum() + vocab_size))
     nll, n = 0.0, 0
     for table in validation.with_format("arrow").iter(batch_size=10_000):
@@ -497,6 +505,12 @@ def unigram_baseline(train, validation, vocab_size: int) -> float:
             nll -= float(logp[np.asarray(ids[1:], dtype=np.int64)].sum())
             n += len(ids) - 1
     return float(np.exp(nll / max(n, 1)))
+
+
+def unigram_baseline(train, validation, vocab_size: int) -> float:
+    """Perplexity of an add-one unigram model fitted on the training blocks, on the validation tokens that a
+    causal LM predicts (every token of a block but the first)."""
+    return unigram_perplexity(token_counts(train, vocab_size), validation)
 
 
 # ------------------------------------------------------------------------------------------------------- prepare
@@ -509,6 +523,7 @@ class Prepared:
     tokenizer: Path
     meta: dict
     cached: bool
+    shards: tuple[Path, ...] = ()  # the training split as shards (RUN/data/shards/I-of-K/train, in order), if any
 
 
 def file_digest(path: Path) -> str:
@@ -539,7 +554,8 @@ def cache_key(recipe) -> str:
         "train": [file_digest(Path(p)) for p in d.train_files],
         "validation": [file_digest(Path(p)) for p in d.validation_files],
         "hub": [d.hub_dataset, d.hub_config],
-        "settings": d.model_dump(include={"text_column", "txt_documents", "validation_fraction", "block_size"}),
+        "settings": d.model_dump(include={"text_column", "txt_documents", "validation_fraction", "block_size",
+                                          "streaming"}),
         "tokenizer": tok_id,
         "seed": recipe.seed,
     }
@@ -567,6 +583,75 @@ def cached(recipe, run: runs.Run) -> Prepared | None:
     return Prepared(*paths, meta=meta, cached=True)
 
 
+def _load_splits(recipe, work: Path):
+    """The training and validation documents: the validation files, or a seeded share held out of the corpus."""
+    d = recipe.data
+    if d.hub_dataset:
+        raw = load_hub_text(d.hub_dataset, d.hub_config, d.text_column or "text", work / "hub")
+    else:
+        raw = load_text(d.train_files, column=d.text_column or "text", txt_documents=d.txt_documents, cache_dir=work)
+    if len(raw) == 0:
+        raise DataError(f"{', '.join(d.train_files) or d.hub_dataset}: the corpus is empty (no text documents)")
+    if d.validation_files:
+        val_raw = load_text(d.validation_files, column=d.text_column or "text", txt_documents=d.txt_documents,
+                            cache_dir=work)
+        if len(val_raw) == 0:
+            raise DataError(f"{', '.join(d.validation_files)}: the validation corpus is empty")
+        return raw, val_raw
+    if len(raw) < 2:
+        raise DataError(
+            f"{', '.join(d.train_files) or d.hub_dataset}: only one document; a validation split needs "
+            "at least two (or set data.validation_files)"
+        )
+    try:
+        split = raw.train_test_split(test_size=d.validation_fraction, seed=recipe.seed, shuffle=True)
+    except ValueError:  # the held-out share leaves no training document, or rounds to none
+        raise DataError(
+            f"{', '.join(d.train_files) or d.hub_dataset}: {len(raw):,} documents are too few to hold out "
+            f"data.validation_fraction = {d.validation_fraction} for validation and keep some for "
+            "training; add data or pass --validation-data FILE"
+        ) from None
+    return split["train"], split["test"]
+
+
+def _make_tokenizer(recipe, train_raw, console, say):
+    """The recipe's tokenizer (tokenizer.path or model.path), or a byte-level BPE trained on the training split."""
+    from llmctl import tokenizer as tok_mod
+
+    source = tokenizer_source(recipe)
+    if source:
+        tok = tok_mod.load(source)
+        say(f"preprocess: tokenizer from {source} ({len(tok)} tokens)")
+        return tok
+    t = recipe.tokenizer
+    say(f"preprocess: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on "
+        f"{len(train_raw):,} documents")
+    return tok_mod.train_bpe(
+        tok_mod.batched_texts(train_raw),
+        vocab_size=t.vocab_size,
+        min_frequency=t.min_frequency,
+        eos_token=t.eos_token,
+        pad_token=t.pad_token,
+        extra_special_tokens=t.extra_special_tokens,
+        # The Rust trainer's bar draws on the terminal; piped, it would leave blank lines in the log.
+        show_progress=console is not None and console.is_terminal and not console.quiet,
+    )
+
+
+def _tokenize_and_pack(split_ds, tok, split_name: str, recipe, work: Path, console):
+    """Tokenize one split and pack it into `work/<split>.arrow`: (the packed blocks, {"tokens", "blocks"})."""
+    import datasets
+    from rich.progress import Progress
+
+    d = recipe.data
+    ids = tokenize(split_ds, tok, num_proc=d.num_proc, desc=f"tokenize {split_name}")
+    arrow_file = work / f"{split_name}.arrow"
+    with Progress(console=console, transient=True, disable=console is None) as bar:
+        task = bar.add_task(f"pack {split_name}", total=len(ids))
+        packed = pack(ids, d.block_size, arrow_file, progress=lambda n: bar.advance(task, n))
+    return datasets.Dataset.from_file(str(arrow_file)), packed
+
+
 def prepare(recipe, run: runs.Run, console=None) -> Prepared:
     """Tokenizer + packed train/validation splits in the run directory, reusing them when nothing changed."""
     say = console.print if console is not None else (lambda *a, **k: None)
@@ -576,9 +661,6 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
         return hit
 
     import datasets
-    from rich.progress import Progress
-
-    from llmctl import tokenizer as tok_mod
 
     datasets.disable_caching()  # our own cache key decides reuse; no stale copies in ~/.cache
     key = cache_key(recipe)
@@ -587,65 +669,15 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
     run.root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=run.root))
     try:
-        if d.hub_dataset:
-            raw = load_hub_text(d.hub_dataset, d.hub_config, d.text_column or "text", work / "hub")
-        else:
-            raw = load_text(d.train_files, column=d.text_column or "text", txt_documents=d.txt_documents, cache_dir=work)
-        if len(raw) == 0:
-            raise DataError(f"{', '.join(d.train_files) or d.hub_dataset}: the corpus is empty (no text documents)")
-        if d.validation_files:
-            val_raw = load_text(d.validation_files, column=d.text_column or "text", txt_documents=d.txt_documents,
-                                cache_dir=work)
-            if len(val_raw) == 0:
-                raise DataError(f"{', '.join(d.validation_files)}: the validation corpus is empty")
-            train_raw = raw
-        else:
-            if len(raw) < 2:
-                raise DataError(
-                    f"{', '.join(d.train_files) or d.hub_dataset}: only one document; a validation split needs "
-                    "at least two (or set data.validation_files)"
-                )
-            try:
-                split = raw.train_test_split(test_size=d.validation_fraction, seed=recipe.seed, shuffle=True)
-            except ValueError:  # the held-out share leaves no training document, or rounds to none
-                raise DataError(
-                    f"{', '.join(d.train_files) or d.hub_dataset}: {len(raw):,} documents are too few to hold out "
-                    f"data.validation_fraction = {d.validation_fraction} for validation and keep some for "
-                    "training; add data or pass --validation-data FILE"
-                ) from None
-            train_raw, val_raw = split["train"], split["test"]
-
-        source = tokenizer_source(recipe)
+        train_raw, val_raw = _load_splits(recipe, work)
         tok_tmp = work / "tokenizer"
-        if source:
-            tok = tok_mod.load(source)
-            say(f"preprocess: tokenizer from {source} ({len(tok)} tokens)")
-        else:
-            t = recipe.tokenizer
-            say(f"preprocess: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on "
-                f"{len(train_raw):,} documents")
-            tok = tok_mod.train_bpe(
-                tok_mod.batched_texts(train_raw),
-                vocab_size=t.vocab_size,
-                min_frequency=t.min_frequency,
-                eos_token=t.eos_token,
-                pad_token=t.pad_token,
-                extra_special_tokens=t.extra_special_tokens,
-                # The Rust trainer's bar draws on the terminal; piped, it would leave blank lines in the log.
-                show_progress=console is not None and console.is_terminal and not console.quiet,
-            )
+        tok = _make_tokenizer(recipe, train_raw, console, say)
         tok.save_pretrained(tok_tmp)
 
         stats = {"documents": {"train": len(train_raw), "validation": len(val_raw)}}
         out = {}
         for split_name, split_ds in (("train", train_raw), ("validation", val_raw)):
-            ids = tokenize(split_ds, tok, num_proc=d.num_proc, desc=f"tokenize {split_name}")
-            arrow_file = work / f"{split_name}.arrow"
-            with Progress(console=console, transient=True, disable=console is None) as bar:
-                task = bar.add_task(f"pack {split_name}", total=len(ids))
-                packed = pack(ids, d.block_size, arrow_file, progress=lambda n: bar.advance(task, n))
-            out[split_name] = datasets.Dataset.from_file(str(arrow_file))
-            stats[split_name] = packed
+            out[split_name], stats[split_name] = _tokenize_and_pack(split_ds, tok, split_name, recipe, work, console)
         if stats["train"]["tokens"] == 0:
             raise DataError("the training split has no tokens")
         stats["vocab_size"] = len(tok)
@@ -676,6 +708,276 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
         f"vocab {len(tok):,}; unigram baseline perplexity {stats['unigram_perplexity']:.1f} -> {run.data}"
     )
     return Prepared(run.data / "train", run.data / "validation", run.tokenizer, meta=meta, cached=False)
+
+
+# ------------------------------------------------------------------------------------------------------- shards
+#
+# `preprocess --shard I/K` tokenizes and packs the I-th of K contiguous ranges of the training documents (in the
+# order of the training split, after the validation documents are held out), so the K shards can be made by K
+# independent jobs. Concatenated in order 1..K, their tokens are exactly the tokens of an unsharded run's training
+# split; the blocks differ only where a shard ends (each shard packs its own documents, its last block shorter).
+#
+#   RUN/tokenizer/                 the same from every job: each trains it on the whole training split (BPE
+#                                  training is deterministic) or loads tokenizer.path / model.path
+#   RUN/data/validation            the validation split, where an unsharded run has it; written by shard 1 only
+#   RUN/data/shards/I-of-K/        shard I: train (the packed blocks), token_counts.npy (token frequencies, for the
+#                                  unigram baseline) and meta.json, written last: a shard is complete iff it exists
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`I/K` (1-based) -> (I, K); ValueError with a one-line reason for anything else."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec or "")
+    if m is None:
+        raise ValueError(f"--shard {spec!r}: expected I/K, the I-th of K shards, numbered from 1 (e.g. 1/4)")
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1:
+        raise ValueError(f"--shard {spec}: the number of shards must be at least 1")
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {spec}: the shard index must be between 1 and {count} (shards are numbered from 1)")
+    return index, count
+
+
+def shards_dir(run: runs.Run) -> Path:
+    return run.data / "shards"
+
+
+def shard_dir(run: runs.Run, index: int, count: int) -> Path:
+    return shards_dir(run) / f"{index}-of-{count}"
+
+
+def shard_range(n_docs: int, index: int, count: int) -> tuple[int, int]:
+    """Documents [start, stop) of shard `index` (1-based) of `count`: contiguous, sizes differing by at most one."""
+    return (index - 1) * n_docs // count, index * n_docs // count
+
+
+def settings_key(recipe) -> str:
+    """Hash of the settings the shards depend on besides the input files' content: what `pretrain` checks the
+    shards against without reading the corpus."""
+    d, t = recipe.data, recipe.tokenizer
+    parts = {
+        "format": FORMAT_VERSION,
+        "settings": d.model_dump(include={"text_column", "txt_documents", "validation_fraction", "block_size",
+                                          "streaming"}),
+        "tokenizer": tokenizer_source(recipe) or t.model_dump(exclude={"path"}),
+        "seed": recipe.seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shard_key(base_key: str, index: int, count: int) -> str:
+    return hashlib.sha256(f"{base_key}:{index}/{count}".encode()).hexdigest()[:16]
+
+
+def _install_tokenizer(run: runs.Run, tok_tmp: Path) -> None:
+    """Put this job's tokenizer at RUN/tokenizer. Every shard job makes the same one, so one already there with the
+    same content is kept; another one (from other settings) is replaced. The rename is atomic: a job never sees
+    half a tokenizer from another."""
+    from llmctl.tokenizer import file_digest as tokenizer_digest
+
+    mine = tokenizer_digest(tok_tmp)
+
+    def same() -> bool:
+        try:
+            return run.tokenizer.is_dir() and tokenizer_digest(run.tokenizer) == mine
+        except OSError:
+            return False
+
+    if same():
+        return
+    if run.tokenizer.exists():
+        runs.remove(run.tokenizer)
+    try:
+        tok_tmp.rename(run.tokenizer)
+    except OSError:  # another shard job installed it in the meantime
+        if not same():
+            raise DataError(f"{run.tokenizer}: another job wrote a different tokenizer while this shard was made; "
+                            "run the shard jobs of one recipe in one run directory") from None
+
+
+def prepare_shard(recipe, run: runs.Run, index: int, count: int, console=None) -> dict:
+    """Tokenize and pack shard `index` of `count` of the training documents into RUN/data/shards/I-of-K (shard 1
+    also writes RUN/data/validation); the tokenizer goes to RUN/tokenizer. Reuses a complete shard whose inputs and
+    settings are unchanged. Returns the shard's meta.json."""
+    from llmctl.tokenizer import file_digest as tokenizer_digest
+
+    say = console.print if console is not None else (lambda *a, **k: None)
+    base_key = cache_key(recipe)
+    key = _shard_key(base_key, index, count)
+    target = shard_dir(run, index, count)
+    meta_path = target / "meta.json"
+    try:
+        old = runs.read_json(meta_path) if meta_path.exists() else None
+    except (OSError, ValueError):
+        old = None
+    if (old is not None and old.get("key") == key and (target / "train").is_dir()
+            and (index != 1 or (run.data / "validation").is_dir())
+            and run.tokenizer.is_dir() and tokenizer_digest(run.tokenizer) == old.get("tokenizer_digest")):
+        say(f"[green]preprocess:[/] cache hit ({key}): shard {index}/{count} in {target} is up to date, nothing to do")
+        return old
+
+    if (run.data / "train").is_dir():
+        raise DataError(f"{run.data} holds an unsharded training split; make the shards in another run directory "
+                        f"(--output-dir) or remove {run.data}")
+
+    import datasets
+
+    datasets.disable_caching()
+    d = recipe.data
+    started = time.perf_counter()
+    target.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=target))
+    try:
+        train_raw, val_raw = _load_splits(recipe, work)
+        start, stop = shard_range(len(train_raw), index, count)
+        if start == stop:
+            raise DataError(f"--shard {index}/{count}: the training split has {len(train_raw):,} documents, fewer "
+                            f"than {count} shards; use fewer shards")
+        tok = _make_tokenizer(recipe, train_raw, console, say)
+        tok_tmp = work / "tokenizer"
+        tok.save_pretrained(tok_tmp)
+        say(f"preprocess: shard {index}/{count}: training documents {start + 1:,} to {stop:,} of {len(train_raw):,}")
+        splits = [("train", train_raw.select(range(start, stop)))]
+        if index == 1:
+            splits.append(("validation", val_raw))
+        stats = {"documents": {"train": stop - start}}
+        out = {}
+        for split_name, split_ds in splits:
+            out[split_name], stats[split_name] = _tokenize_and_pack(split_ds, tok, split_name, recipe, work, console)
+        if index == 1:
+            stats["documents"]["validation"] = len(val_raw)
+        if stats["train"]["tokens"] == 0:
+            raise DataError(f"--shard {index}/{count}: the shard has no tokens")
+
+        import numpy as np
+
+        staged = work / "shard"
+        for split_name, ds in out.items():
+            ds.save_to_disk(str(staged / split_name))
+        np.save(staged / "token_counts.npy", token_counts(out["train"], len(tok)))
+        meta = {
+            "key": key,
+            "base_key": base_key,
+            "settings_key": settings_key(recipe),
+            "format": FORMAT_VERSION,
+            "shard": {"index": index, "count": count, "first_document": start, "documents": stop - start,
+                      "training_documents": len(train_raw)},
+            "block_size": d.block_size,
+            "tokenizer_digest": tokenizer_digest(tok_tmp),
+            "vocab_size": len(tok),
+            "seconds": round(time.perf_counter() - started, 2),
+            **stats,
+        }
+        _install_tokenizer(run, tok_tmp)
+        # The shard is incomplete from here until its meta.json is back (the directory itself stays: it holds
+        # this job's lock file).
+        meta_path.unlink(missing_ok=True)
+        moves = [(staged / "train", target / "train"), (staged / "token_counts.npy", target / "token_counts.npy")]
+        if index == 1:
+            moves.append((staged / "validation", run.data / "validation"))
+        for src, dst in moves:
+            runs.remove(dst)
+            shutil.move(str(src), str(dst))
+        runs.write_json(meta_path, meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"[green]preprocess:[/] shard {index}/{count}: {stop - start:,} documents, {stats['train']['tokens']:,} "
+        f"tokens in {stats['train']['blocks']:,} blocks of {d.block_size}"
+        + (f"; validation {stats['validation']['tokens']:,} tokens" if index == 1 else "") + f" -> {target}")
+    return meta
+
+
+def has_shards(run: runs.Run) -> bool:
+    """Whether `pretrain` trains on shards: RUN/data/shards exists and there is no unsharded RUN/data/train."""
+    return shards_dir(run).is_dir() and not (run.data / "train").is_dir()
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    out, i = [], 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}-{numbers[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def prepared_shards(recipe, run: runs.Run) -> Prepared:
+    """The complete set of shards in RUN/data/shards, checked without reading the corpus: all of 1..K present,
+    made from the same inputs and settings as each other and as the recipe's settings, with RUN/tokenizer.
+    Raises a one-line DataError naming the missing shards otherwise."""
+    import re
+
+    import numpy as np
+
+    from llmctl.tokenizer import file_digest as tokenizer_digest
+
+    where = shards_dir(run)
+    found: dict[int, dict[int, Path]] = {}
+    for p in sorted(where.iterdir()) if where.is_dir() else []:
+        m = re.fullmatch(r"(\d+)-of-(\d+)", p.name)
+        if m and p.is_dir():
+            found.setdefault(int(m.group(2)), {})[int(m.group(1))] = p
+    if not found:
+        raise DataError(f"{where}: no shards; make them with `llmctl preprocess RECIPE --shard I/K` for I = 1..K")
+    if len(found) > 1:
+        raise DataError(f"{where}: shards of different counts ({', '.join(f'K={k}' for k in sorted(found))}); "
+                        "remove the stale ones")
+    count, dirs = next(iter(found.items()))
+    metas = {}
+    for i, p in dirs.items():
+        try:
+            meta = runs.read_json(p / "meta.json")
+        except (OSError, ValueError):
+            continue  # incomplete (its job died or is still working): counted as missing
+        complete = (p / "train").is_dir() and (p / "token_counts.npy").is_file()
+        if complete and (i != 1 or (run.data / "validation").is_dir()):  # shard 1 writes RUN/data/validation
+            metas[i] = meta
+    missing = [i for i in range(1, count + 1) if i not in metas]
+    if missing:
+        s = "s" if len(missing) > 1 else ""
+        raise DataError(f"{where}: missing shard{s} {_spans(missing)} of {count}; make each with `llmctl preprocess "
+                        f"RECIPE --shard I/{count}` before training")
+    first = metas[1]
+    for i in range(2, count + 1):
+        if metas[i].get("base_key") != first.get("base_key"):
+            raise DataError(f"{where}: shard {i} of {count} was made from other data or settings than shard 1; "
+                            f"make it again (`llmctl preprocess RECIPE --shard {i}/{count}`)")
+    if first.get("settings_key") != settings_key(recipe):
+        raise DataError(f"{where}: the shards were made with other data, tokenizer or seed settings than this "
+                        "recipe's; make them again with this recipe")
+    if not run.tokenizer.is_dir() or tokenizer_digest(run.tokenizer) != first.get("tokenizer_digest"):
+        raise DataError(f"{run.tokenizer}: not the tokenizer the shards were made with; make the shards again")
+    validation = run.data / "validation"
+    counts = sum(np.load(dirs[i] / "token_counts.npy") for i in range(1, count + 1))
+    meta = {
+        "key": first["base_key"],
+        "format": FORMAT_VERSION,
+        "block_size": first["block_size"],
+        "tokenizer": str(run.tokenizer),
+        "shards": count,
+        "documents": {"train": sum(m["documents"]["train"] for m in metas.values()),
+                      "validation": first["documents"]["validation"]},
+        "train": {k: sum(m["train"][k] for m in metas.values()) for k in ("tokens", "blocks")},
+        "validation": first["validation"],
+        "vocab_size": first["vocab_size"],
+        "uniform_perplexity": float(first["vocab_size"]),
+        "unigram_perplexity": unigram_perplexity(counts, load_blocks(validation)),
+    }
+    paths = tuple(dirs[i] / "train" for i in range(1, count + 1))
+    return Prepared(where, validation, run.tokenizer, meta=meta, cached=True, shards=paths)
+
+
+def load_train(prepared: Prepared):
+    """The training blocks: the packed split, or the concatenation of the shards in order 1..K (memory-mapped)."""
+    if not prepared.shards:
+        return load_blocks(prepared.train)
+    import datasets
+
+    return datasets.concatenate_datasets([load_blocks(p) for p in prepared.shards])
 
 
 def load_blocks(path: Path):

@@ -84,6 +84,19 @@ def check_block_size(recipe) -> None:
                                   f"{recipe.model.path} ({context} tokens); set data.block_size to at most {context}")
 
 
+def prepare_corpus(recipe, run: runs.Run, console=None):
+    """The packed splits and tokenizer a pretraining run trains on, made (or found in the cache) the way the
+    recipe says: shards made by `preprocess --shard I/K` jobs (all of 1..K, no unsharded split), a stream of
+    documents (`data.streaming`), or the corpus read into Arrow."""
+    from llmctl import streaming
+
+    if data.has_shards(run):
+        return data.prepared_shards(recipe, run)
+    if recipe.data.streaming:
+        return streaming.prepare(recipe, run, console)
+    return data.prepare(recipe, run, console)
+
+
 def _load_config(path: str, auto_config):
     try:
         return auto_config.from_pretrained(path)
@@ -104,7 +117,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     main = accelerator.is_main_process
     out = console if main else None
     with accelerator.main_process_first():  # the main process preprocesses; the others find its cache
-        prepared = data.prepare(recipe, run, out)
+        prepared = prepare_corpus(recipe, run, out)
     tokenizer = tok_mod.load(str(prepared.tokenizer))
 
     if recipe.model.path:
@@ -124,7 +137,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             f"precision {precision}, {recipe.train.max_steps} steps of "
             f"{recipe.train.batch_size} x {recipe.data.block_size} tokens"
         )
-    train_ds = data.load_blocks(prepared.train)
+    train_ds = data.load_train(prepared)
     val_ds = data.load_blocks(prepared.validation)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = causal_lm.collator(pad_id)

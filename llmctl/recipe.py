@@ -93,6 +93,10 @@ class DataSection(_Section):
     block_size: int = Field(256, gt=1)
     # Worker processes for tokenization (datasets.map); small corpora are tokenized in-process regardless.
     num_proc: int = Field(2, ge=1)
+    # Pretraining: stream the documents from the files (or the hub dataset, with `datasets` streaming) through the
+    # tokenizer into packed blocks, without first writing the raw text to an Arrow cache; every k-th document
+    # (k = 1 / validation_fraction) is held out when there are no validation files.
+    streaming: bool = False
 
 
 class TrainSection(_Section):
