@@ -626,16 +626,9 @@ def _make_tokenizer(recipe, train_raw, console, say):
     t = recipe.tokenizer
     say(f"preprocess: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on "
         f"{len(train_raw):,} documents")
-    return tok_mod.train_bpe(
-        tok_mod.batched_texts(train_raw),
-        vocab_size=t.vocab_size,
-        min_frequency=t.min_frequency,
-        eos_token=t.eos_token,
-        pad_token=t.pad_token,
-        extra_special_tokens=t.extra_special_tokens,
-        # The Rust trainer's bar draws on the terminal; piped, it would leave blank lines in the log.
-        show_progress=console is not None and console.is_terminal and not console.quiet,
-    )
+    # The Rust trainer's bar draws on the terminal; piped, it would leave blank lines in the log.
+    return tok_mod.train_for(t, tok_mod.batched_texts(train_raw),
+                             show_progress=console is not None and console.is_terminal and not console.quiet)
 
 
 def _tokenize_and_pack(split_ds, tok, split_name: str, recipe, work: Path, console):

@@ -87,9 +87,7 @@ def prepare(recipe, run: runs.Run, console=None) -> data.Prepared:
             t = recipe.tokenizer
             say(f"preprocess: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on the streamed training "
                 "documents")
-            tok = tok_mod.train_bpe(_texts(train_docs), vocab_size=t.vocab_size, min_frequency=t.min_frequency,
-                                    eos_token=t.eos_token, pad_token=t.pad_token,
-                                    extra_special_tokens=t.extra_special_tokens, show_progress=False)
+            tok = tok_mod.train_for(t, _texts(train_docs))
         tok.save_pretrained(work / "tokenizer")
         eos = tok.eos_token_id
         if eos is None:

@@ -241,9 +241,7 @@ def _make_tokenizer(recipe, task, train: Records, say):
         t = recipe.tokenizer
         say(f"finetune: training a byte-level BPE tokenizer (vocab {t.vocab_size}) on {len(train):,} training "
             "examples")
-        tokenizer = tok_mod.train_bpe(task.tokenizer_texts(train), vocab_size=t.vocab_size,
-                                      min_frequency=t.min_frequency, eos_token=t.eos_token, pad_token=t.pad_token,
-                                      extra_special_tokens=t.extra_special_tokens, show_progress=False)
+        tokenizer = tok_mod.train_for(t, task.tokenizer_texts(train))
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise tok_mod.TokenizerError(f"{source}: the tokenizer has neither a pad nor an EOS token")

@@ -52,6 +52,13 @@ def train_bpe(
     return fast
 
 
+def train_for(section, texts: Iterable, *, show_progress: bool = False):
+    """`train_bpe` with the settings of a recipe's [tokenizer] section."""
+    return train_bpe(texts, vocab_size=section.vocab_size, min_frequency=section.min_frequency,
+                     eos_token=section.eos_token, pad_token=section.pad_token,
+                     extra_special_tokens=section.extra_special_tokens, show_progress=show_progress)
+
+
 def batched_texts(dataset, column: str = "text", batch_size: int = 1000) -> Iterator[list[str]]:
     for start in range(0, len(dataset), batch_size):
         yield dataset[start : start + batch_size][column]
