@@ -964,6 +964,30 @@ def prepared_shards(recipe, run: runs.Run) -> Prepared:
     return Prepared(where, validation, run.tokenizer, meta=meta, cached=True, shards=paths)
 
 
+@dataclass
+class Share:
+    """The shards one process of a multi-process run trains on, and the size every process samples per epoch."""
+
+    shards: tuple[Path, ...]
+    blocks: int  # in this process's shards
+    smallest: int  # blocks of the smallest process's share: every process draws this many per epoch
+
+
+def process_share(prepared: Prepared, rank: int, world: int) -> Share | None:
+    """Process `rank` of `world` reads only the shards `rank*K//world .. (rank+1)*K//world - 1` (contiguous, each
+    shard read by exactly one process), so no host needs the whole corpus. None when the split is not sharded
+    or there are fewer shards than processes (then every process reads the whole split and Accelerate splits
+    the batches)."""
+    count = len(prepared.shards)
+    if world < 2 or count < world:
+        return None
+    sizes = [runs.read_json(p.parent / "meta.json")["train"]["blocks"] for p in prepared.shards]
+    shares = [range(r * count // world, (r + 1) * count // world) for r in range(world)]
+    totals = [sum(sizes[i] for i in share) for share in shares]
+    mine = shares[rank]
+    return Share(tuple(prepared.shards[i] for i in mine), totals[rank], min(totals))
+
+
 def load_train(prepared: Prepared):
     """The training blocks: the packed split, or the concatenation of the shards in order 1..K (memory-mapped)."""
     if not prepared.shards:

@@ -137,7 +137,17 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             f"precision {precision}, {recipe.train.max_steps} steps of "
             f"{recipe.train.batch_size} x {recipe.data.block_size} tokens"
         )
-    train_ds = data.load_train(prepared)
+    share = data.process_share(prepared, accelerator.process_index, accelerator.num_processes)
+    if share is None:
+        train_ds = data.load_train(prepared)
+    else:  # each process reads only its own shards
+        import datasets
+
+        train_ds = datasets.concatenate_datasets([data.load_blocks(p) for p in share.shards])
+        if out is not None and share.smallest < prepared.meta["train"]["blocks"] // accelerator.num_processes:
+            out.print(f"[yellow]note:[/] the {len(prepared.shards)} shards split unevenly over "
+                      f"{accelerator.num_processes} processes: each samples {share.smallest:,} blocks per epoch, "
+                      "the smallest share")
     val_ds = data.load_blocks(prepared.validation)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = causal_lm.collator(pad_id)
@@ -154,7 +164,9 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         evaluate=evaluate,
         resume=resume,
         console=out,
+        own_share=share.smallest if share else None,
     )
+    shards_read = _shards_by_process(share)
     info = {"task": recipe.task, "block_size": recipe.data.block_size}
     modeling.save_model(accelerator, result.model, tokenizer, run.final, info)
     samples = sample(accelerator, accelerator.unwrap_model(result.model), tokenizer, recipe.sample, seed=recipe.seed)
@@ -188,6 +200,8 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         }
         if result.mfu is not None:
             results["mfu"] = result.mfu
+        if shards_read:
+            results["shards_by_process"] = shards_read
         if results["unigram_perplexity"] and results["val_perplexity"]:
             results["perplexity_vs_unigram"] = round(results["val_perplexity"] / results["unigram_perplexity"], 4)
         runs.write_json(run.results, results)  # last: its existence marks the run complete
@@ -196,6 +210,15 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         write_card(run.root, run.final)
     accelerator.wait_for_everyone()
     return results
+
+
+def _shards_by_process(share) -> list[list[str]] | None:
+    """Which shards each process trained on (None: all read the whole split), on every process."""
+    if share is None:
+        return None
+    from accelerate.utils import gather_object
+
+    return gather_object([[p.parent.name for p in share.shards]])
 
 
 def sample(accelerator, model, tokenizer, cfg, *, seed: int) -> list[dict]:

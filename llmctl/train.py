@@ -40,11 +40,13 @@ class Preempted(KeyboardInterrupt):
         self.code = 128 + signum
 
 
-def make_sampler(n: int, seed: int, per_step_chunk: int):
-    """A shuffling sampler whose order depends only on (seed, epoch) and that can start part-way in.
+def make_sampler(n: int, seed: int, per_step_chunk: int, *, limit: int | None = None, stream: int = 0):
+    """A shuffling sampler whose order depends only on (seed, stream, epoch) and that can start part-way in.
 
     Each epoch yields a multiple of `per_step_chunk` (micro_batch_size x processes) indices, so every
     micro-batch is full and processes get equal shares; the few left-over blocks rotate in other epochs.
+    `limit` caps an epoch below n (a process reading its own shards draws as many as the smallest share);
+    `stream` separates the orders of processes that each sample their own data.
     """
     import torch
 
@@ -53,7 +55,7 @@ def make_sampler(n: int, seed: int, per_step_chunk: int):
             self.epoch = 0
             self.skip = 0  # indices to skip at the start of the next iteration (resume)
             # A split smaller than one chunk (a handful of records) still fills it, with repeats: see __iter__.
-            self.used = max(per_step_chunk, (n // per_step_chunk) * per_step_chunk)
+            self.used = max(per_step_chunk, (min(n, limit or n) // per_step_chunk) * per_step_chunk)
 
         def set_epoch(self, epoch: int) -> None:
             self.epoch = epoch
@@ -62,7 +64,7 @@ def make_sampler(n: int, seed: int, per_step_chunk: int):
             return self.used - self.skip
 
         def __iter__(self):
-            g = torch.Generator().manual_seed(seed * 100_003 + self.epoch)
+            g = torch.Generator().manual_seed(seed * 100_003 + self.epoch + stream * 1_000_003)
             order = torch.randperm(n, generator=g).tolist()
             while len(order) < self.used:  # only when n < per_step_chunk
                 order += torch.randperm(n, generator=g).tolist()
@@ -314,26 +316,40 @@ def fit(
     resume: bool,
     console=None,
     on_eval: Callable[[int, dict, object, dict], bool] | None = None,
+    own_share: int | None = None,
 ) -> FitResult:
     """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
 
     `on_eval(step, metrics, model, state)` runs on every process after every evaluation; it may keep values in
     `state` (saved with each checkpoint, so they survive a resume) and returns True to stop early.
+
+    By default `train_ds` is the whole split and Accelerate hands each process its part of every global batch.
+    With `own_share`, `train_ds` is this process's own data (its preprocessing shards, which no other process
+    reads) and every process samples `own_share` of it per epoch, the size of the smallest process's data.
     """
     from torch.utils.data import DataLoader
 
     world = accelerator.num_processes
-    accum = accumulation(cfg, world, len(train_ds))
+    own = own_share is not None
+    accum = accumulation(cfg, world, own_share * world if own else len(train_ds))
     per_chunk = cfg.micro_batch_size * world
-    if len(train_ds) < per_chunk and console is not None:
+    if len(train_ds) < per_chunk and console is not None and not own:
         console.print(f"[yellow]note:[/] the training split has {len(train_ds)} sequences, fewer than one "
                       f"micro-batch on every process ({per_chunk}): each micro-batch repeats some of them")
-    sampler = make_sampler(len(train_ds), seed, per_chunk)
+    if own:
+        # Each process draws micro-batches from its own data in its own order; position = step, as below.
+        per_chunk = cfg.micro_batch_size
+        sampler = make_sampler(len(train_ds), seed, per_chunk, limit=own_share, stream=accelerator.process_index)
+    else:
+        sampler = make_sampler(len(train_ds), seed, per_chunk)
     loader = DataLoader(train_ds, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
                         drop_last=True)
     flops = Flops(model, accelerator)
     optimizer, schedule = optimizer_and_schedule(model, cfg)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if own:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(schedule)
     if accelerator.log_with:
         # Scalars only: TensorBoard's hyperparameter view takes numbers, strings and booleans.
@@ -352,7 +368,8 @@ def fit(
         if on_eval is not None:
             on_eval(0, last_eval, model, state)
 
-    batches = micro_batches(loader, sampler, step * accum, len(sampler) // per_chunk, per_chunk)
+    batches = micro_batches(loader, sampler, step * accum, len(sampler) // per_chunk, per_chunk,
+                            device=accelerator.device if own else None)
     window = Window(accelerator)
     session_start = time.perf_counter()
     run_start = session_start - state["seconds"]
@@ -403,13 +420,22 @@ def fit(
                      state=state, model=model, mfu=mfu)
 
 
-def micro_batches(loader, sampler, start_micro: int, per_epoch: int, per_chunk: int):
-    """Micro-batches from position `start_micro` on, epoch after epoch; the order depends on (seed, epoch) only."""
+def micro_batches(loader, sampler, start_micro: int, per_epoch: int, per_chunk: int, device=None):
+    """Micro-batches from position `start_micro` on, epoch after epoch; the order depends on (seed, epoch) only.
+    `device`: where to move the batches of a loader Accelerate did not prepare."""
+    from accelerate.utils import send_to_device
+
     epoch, offset = divmod(start_micro, per_epoch)
     while True:
-        loader.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         sampler.skip = offset * per_chunk
-        yield from loader
+        if device is None:
+            yield from loader
+        else:
+            for batch in loader:
+                yield send_to_device(batch, device)
         epoch, offset = epoch + 1, 0
 
 

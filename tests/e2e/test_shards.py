@@ -104,6 +104,54 @@ def test_pretrain_on_the_shards(made, small_corpus, tmp_path):
     assert results["unigram_perplexity"] == pytest.approx(unsharded["unigram_perplexity"], rel=1e-9)
 
 
+def test_two_processes_each_read_only_their_own_shards(made, small_corpus, tmp_path):
+    """K=3 shards over 2 processes: process 0 trains on shard 1, process 1 on shards 2 and 3; both sample the
+    smaller share per epoch, and the run learns."""
+    _, sharded, _ = made
+    run = tmp_path / "run"
+    shutil.copytree(sharded, run)
+    proc = cli("pretrain", *tiny_args(small_corpus, run), "--num-processes", "2", check=True)
+    assert "2 process(es)" in proc.stdout
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2
+    assert results["shards_by_process"] == [[f"1-of-{K}"], [f"2-of-{K}", f"3-of-{K}"]]
+    steps = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert all(math.isfinite(r["loss"]) for r in steps) and steps[-1]["loss"] < steps[0]["loss"]
+    assert results["val_perplexity"] < results["initial_val_perplexity"]
+
+
+def test_process_shares_cover_every_shard_once(made):
+    from llmctl import data, runs
+
+    _, sharded, _ = made
+    root = sharded / "data" / "shards"
+    paths = tuple(root / f"{i}-of-{K}" / "train" for i in range(1, K + 1))
+    prepared = data.Prepared(root, sharded / "data" / "validation", sharded / "tokenizer", meta={}, cached=True,
+                             shards=paths)
+    sizes = [runs.read_json(p.parent / "meta.json")["train"]["blocks"] for p in paths]
+    assert data.process_share(prepared, 0, 1) is None  # one process reads the whole split
+    assert data.process_share(prepared, 0, K + 1) is None  # fewer shards than processes: batches are split
+    for world in range(2, K + 1):
+        shares = [data.process_share(prepared, r, world) for r in range(world)]
+        assert [p for s in shares for p in s.shards] == list(paths)
+        assert all(s.blocks == sum(sizes[paths.index(p)] for p in s.shards) for s in shares)
+        assert {s.smallest for s in shares} == {min(s.blocks for s in shares)}
+
+
+def test_own_share_sampler_stays_in_its_data_and_draws_the_smallest_share():
+    from llmctl.train import make_sampler
+
+    a = make_sampler(10, seed=3, per_step_chunk=4, limit=7, stream=0)
+    b = make_sampler(10, seed=3, per_step_chunk=4, limit=7, stream=1)
+    first, other = list(a), list(b)
+    assert len(first) == len(other) == 4 and len(set(first)) == 4 and all(0 <= i < 10 for i in first)
+    assert first != other  # separate streams
+    a.set_epoch(1)
+    assert list(a) != first  # a new order every epoch, the same on every call
+    a.set_epoch(0)
+    assert list(a) == first
+
+
 def test_missing_shards_are_named(made, small_corpus, tmp_path):
     _, sharded, _ = made
     run = tmp_path / "run"
