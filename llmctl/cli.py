@@ -229,6 +229,17 @@ def guarded(fn):
             if _is_main_process():
                 err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
+        except OSError as exc:
+            import errno
+
+            # The disk, not llmctl: a full disk, a quota, a read-only or failing file system. What was saved
+            # before (checkpoints, results) stays; the half-written file or directory has been removed.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise
+            if _is_main_process():
+                where = f" ({exc.filename})" if exc.filename else ""
+                err_console.print(f"[red]error:[/] cannot write{where}: {exc.strerror}", soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt as exc:
             from llmctl.train import Preempted
 
@@ -319,7 +330,9 @@ def preprocess(
         if dry_run:
             _print_plan(ft.plan(r, root))
             return
+        runs.check_output_dir(root)
         with _locked(root):
+            runs.mark_run(root, "preprocess")
             _write_recipe(r, run)
             td = ft.prepare_data(r, run, console)
         console.print(f"[green]preprocess:[/] {len(td.train):,} training examples ({len(td.features):,} features) "
@@ -340,7 +353,9 @@ def preprocess(
             })
             return
         # The shard's own lock, not the run's: the K jobs of one run directory work side by side.
+        runs.check_output_dir(root)
         with _locked(target):
+            runs.mark_run(root, "preprocess")
             _write_recipe(r, run)
             data.prepare_shard(r, run, index, count, console)
         return
@@ -355,7 +370,9 @@ def preprocess(
             "output": {"tokenizer": str(run.tokenizer), "data": str(run.data), "recipe": str(run.recipe)},
         })
         return
+    runs.check_output_dir(root)
     with _locked(root):
+        runs.mark_run(root, "preprocess")
         _write_recipe(r, run)
         from llmctl.pretrain import prepare_corpus
 
@@ -434,10 +451,15 @@ def _train(r, root: Path, stage, show, *, resume: bool, overwrite: bool, cluster
         _relaunch(cluster, r.train.accelerate_config)
         return
     main_process = _is_main_process()
+    if main_process:
+        runs.check_output_dir(root)  # before the lock file is made: nothing is written into a foreign directory
     with _locked(root, main_process):
-        run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=main_process)
+        # Every refusal before any change: a refused --resume or --overwrite deletes nothing.
+        run = runs.open_for_training(root, resume=resume, overwrite=overwrite, apply=False)
         _check_resume_compatible(r, run, resume)
         if main_process:
+            runs.start_run(run, kind="pretrain" if r.task == "causal_lm" else "finetune", resume=resume,
+                           overwrite=overwrite)
             _write_recipe(r, run)
         results = stage(r, run, resume=resume, console=console)
     if results:
@@ -476,25 +498,17 @@ def _is_main_process() -> bool:
 
 
 def _check_resume_compatible(r, run, resume: bool) -> None:
-    """A resumed run must train the same model on the same data; the schedule and lengths may change."""
-    if not resume or not run.recipe.exists():
+    """A resumed run must train the same model on the same data with the same schedule; it may run longer and
+    log, evaluate and checkpoint at other intervals (checkpoint.MAY_CHANGE). Checked before anything is touched."""
+    if not resume:
         return
-    from llmctl import recipe as recipe_mod
+    from llmctl import checkpoint
     from llmctl.runs import RunError
 
-    old = recipe_mod.read_toml(run.recipe)
-    new = r.model_dump()
-    changed = [
-        f"{section}.{k}"
-        for section in ("model", "tokenizer", "data")
-        for k in sorted(set(old.get(section, {})) | set(new[section]))
-        if old.get(section, {}).get(k) != new[section].get(k)
-    ]
-    if changed:
-        raise RunError(
-            f"{run.root}: cannot resume: the recipe changed {', '.join(changed)} since the run started "
-            f"(see {run.recipe}); use a new --output-dir or --overwrite"
-        )
+    problems = checkpoint.resume_problems(r, run)
+    if problems:
+        raise RunError(f"{run.root}: cannot resume: {'; '.join(problems)} since the run started; "
+                       "use a new --output-dir or --overwrite")
 
 
 def _relaunch(cluster: Cluster, accelerate_config: str = "") -> None:
@@ -701,6 +715,10 @@ def eval_(
 
     if predictions is not None and not metric:
         raise UsageError("--predictions needs at least one --metric")
+    if output is not None:  # before the work, not after it
+        _check_output_file(output)
+        if predictions is None:
+            _check_output_file(output.with_name(output.stem + ".predictions.jsonl"))
     if num_processes > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch(Cluster(processes=num_processes))
         return
@@ -716,8 +734,23 @@ def eval_(
     if output is not None:
         from llmctl import runs
 
-        runs.write_json(output, result)
+        try:
+            runs.write_json(output, result)
+        except OSError as exc:
+            raise runs.RunError(f"{output}: cannot write the results: {exc.strerror or exc}") from None
         console.print(f"wrote {output}")
+
+
+def _check_output_file(path: Path) -> None:
+    """An output file that can be written: not a folder, and under a folder that exists or can be made (the
+    nearest existing ancestor is a folder). A one-line UsageError otherwise."""
+    if path.is_dir():
+        raise UsageError(f"--output {path}: is a folder; give a file name, e.g. {path / 'results.json'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--output {path}: {parent} is a file, not a folder")
 
 
 # ------------------------------------------------------------------------------------------------- summarize
@@ -765,9 +798,23 @@ def summarize(
     from llmctl.summarize import run_summarize
 
     overrides = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "batch_size": batch_size}
-    done = run_summarize(modeling_path(model), list(inputs or []), output=output, fmt=fmt, settings=None,
-                         text_column=text_column, id_column=id_column, console=console if output else None,
-                         stdin=sys.stdin, overrides=overrides)
+    # One process at a time appends to an output file (two would summarize the same documents twice); the
+    # main process holds the file's lock while the command runs.
+    lock = None
+    if output is not None and _is_main_process():
+        _check_output_file(output)
+        lock = runs.RunLock.for_file(output)
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise runs.RunError(f"{output}: cannot use this output file: {exc.strerror or exc}") from None
+    try:
+        done = run_summarize(modeling_path(model), list(inputs or []), output=output, fmt=fmt, settings=None,
+                             text_column=text_column, id_column=id_column, console=console if output else None,
+                             stdin=sys.stdin, overrides=overrides)
+    finally:
+        if lock is not None:
+            lock.release()
     if output is not None and _is_main_process():
         console.quiet = False  # --quiet still prints the final results
         console.print(f"summarize: {done['done']} new, {done['skipped']} already in {output}")
@@ -854,7 +901,7 @@ def _print_task_results(results: dict, run) -> None:
 
 def _register_subcommands() -> None:
     """The commands that live in their own modules (each imports its heavy libraries only when it runs)."""
-    from llmctl import export_cli, generate_cli, recipes_cli, report, runs_cli
+    from llmctl import compress, export_cli, generate_cli, recipes_cli, report, runs_cli
 
     app.add_typer(recipes_cli.app, name="recipes")
     app.command("runs")(guarded(runs_cli.command))
@@ -862,6 +909,7 @@ def _register_subcommands() -> None:
     app.command("generate")(guarded(generate_cli.generate))
     app.command("chat")(guarded(generate_cli.chat))
     app.command("export")(guarded(export_cli.export))
+    app.command("compress")(guarded(compress.compress))
 
 
 _register_subcommands()

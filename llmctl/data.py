@@ -660,7 +660,7 @@ def prepare(recipe, run: runs.Run, console=None) -> Prepared:
     d = recipe.data
     started = time.perf_counter()
     run.root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=run.root))
+    work = runs.temp_dir(".preprocess-", run.root)  # and removes those a killed run left behind
     try:
         train_raw, val_raw = _load_splits(recipe, work)
         tok_tmp = work / "tokenizer"
@@ -820,7 +820,7 @@ def prepare_shard(recipe, run: runs.Run, index: int, count: int, console=None) -
     d = recipe.data
     started = time.perf_counter()
     target.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=target))
+    work = runs.temp_dir(".preprocess-", target)  # and removes those a killed job left behind
     try:
         train_raw, val_raw = _load_splits(recipe, work)
         start, stop = shard_range(len(train_raw), index, count)
@@ -1009,10 +1009,14 @@ def text_blocks(files: list[str], tokenizer, block_size: int, *, txt_documents: 
     import datasets
 
     datasets.disable_caching()
-    work = Path(tempfile.mkdtemp(prefix="llmctl-eval-"))
-    raw = load_text(files, column=column, txt_documents=txt_documents, cache_dir=work)
-    if len(raw) == 0:
-        raise DataError(f"{', '.join(files)}: no text documents")
-    ids = tokenize(raw, tokenizer, num_proc=1, desc="tokenize")
-    pack(ids, block_size, work / "blocks.arrow")
-    return datasets.Dataset.from_file(str(work / "blocks.arrow")), work
+    work = runs.temp_dir("llmctl-eval-")  # and removes those a killed eval left behind
+    try:
+        raw = load_text(files, column=column, txt_documents=txt_documents, cache_dir=work)
+        if len(raw) == 0:
+            raise DataError(f"{', '.join(files)}: no text documents")
+        ids = tokenize(raw, tokenizer, num_proc=1, desc="tokenize")
+        pack(ids, block_size, work / "blocks.arrow")
+        return datasets.Dataset.from_file(str(work / "blocks.arrow")), work
+    except BaseException:  # the caller removes it only once it has the blocks
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -150,21 +150,55 @@ def evaluate_task(model_dir: str, task_name: str | None, names: list[str], *, da
             "world_size": accelerator.num_processes}
 
 
+def _scored_value(where: str, key: str, value, *, labels: bool, many: bool = False):
+    """A prediction or reference as the metrics take it: text (a number is taken as its text, as in data files);
+    a reference may also be a list of texts (several references, or a QA question's answers, [] for none); for
+    accuracy and f1 a label, text or integer. Anything else is a one-line DataError naming the line."""
+    import math
+
+    def shown(v) -> str:
+        text = "null" if v is None else repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    if labels:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise data.DataError(f"{where}: '{key}' must be a label (text or an integer), got {shown(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise data.DataError(f"{where}: '{key}' must be a label (text or an integer), got {shown(value)}")
+            value = int(value)
+        return value
+    if many and isinstance(value, list):
+        for i, item in enumerate(value, 1):
+            if not isinstance(item, str):
+                raise data.DataError(f"{where}: '{key}' item {i} must be text, got {shown(item)}")
+        return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    what = "text or a list of texts" if many else "text"
+    raise data.DataError(f"{where}: '{key}' must be {what}, got {shown(value)}")
+
+
 def score_file(path: Path, names: list[str]) -> dict:
     """Score {prediction, reference} JSON Lines with no model; QA references may list several answers."""
     from llmctl.tasks.base import compute_metrics
 
     preds, refs = [], []
+    labels = any(name in ("accuracy", "f1") for name in names)
     for where, rec in data.iter_records(path):
         for key in ("prediction", "reference"):
             if key not in rec:
                 raise data.DataError(f"{where}: no '{key}' field (a predictions file holds prediction and "
                                      "reference per line)")
-        preds.append(rec["prediction"])
-        refs.append(rec["reference"])
+        preds.append(_scored_value(where, "prediction", rec["prediction"], labels=labels))
+        refs.append(_scored_value(where, "reference", rec["reference"], labels=labels, many=not labels))
     if not preds:
         raise data.DataError(f"{path}: no predictions")
     out = {}
+    # The text metrics asked for alongside accuracy or f1 read the labels as text.
+    texts = [str(x) for x in refs] if labels else refs
     for name in names:
         if name in ("squad", "squad_v2"):
             p = [{"id": str(i), "prediction_text": str(x)} for i, x in enumerate(preds)]
@@ -174,7 +208,7 @@ def score_file(path: Path, names: list[str]) -> dict:
             rr = [{"id": str(i), "answers": {"text": ([x] if isinstance(x, str) and x else
                                                       [] if isinstance(x, str) else list(x)),
                                              "answer_start": [0] * (len(x) if isinstance(x, list) else int(bool(x)))}}
-                  for i, x in enumerate(refs)]
+                  for i, x in enumerate(texts)]
             from llmctl import metrics as metric_mod
 
             result = metric_mod.compute(name, p, rr)
@@ -186,5 +220,5 @@ def score_file(path: Path, names: list[str]) -> dict:
             out.update(compute_metrics([name], [ids[str(x)] for x in preds], [ids[str(x)] for x in refs],
                                        {name: kwargs}))
         else:
-            out.update(compute_metrics([name], [str(x) for x in preds], refs, {}))
+            out.update(compute_metrics([name], [str(x) for x in preds], texts, {}))
     return {"predictions_file": str(path), "examples": len(preds), "metrics": out}

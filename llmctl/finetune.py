@@ -150,7 +150,7 @@ def pick(metrics: dict, key: str) -> float | None:
 
 
 def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
-    from llmctl import evaluation
+    from llmctl import checkpoint, evaluation
     from llmctl.tasks.base import FAMILY_NAMES
     from llmctl.train import fit, make_accelerator
 
@@ -197,7 +197,7 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
     result = fit(
         accelerator=accelerator, model=s.model, train_ds=s.train_features, collate=task.collator(s.tokenizer.pad_token_id),
         cfg=recipe.train, seed=recipe.seed, run=run, evaluate=in_training, resume=resume, console=out,
-        on_eval=on_eval,
+        on_eval=on_eval, fingerprint=checkpoint.fingerprint(recipe),
     )
     export_final(accelerator, result.model, s, best_dir, run)
     loaded = evaluation.load_model_dir(str(run.final), device=accelerator.device)

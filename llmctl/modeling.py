@@ -195,6 +195,13 @@ def load_pretrained(path: str, auto_class):
     """A saved model (directory or hub id) with the given Auto class; transformers' load bar is kept quiet."""
     from transformers.utils import logging as hf_logging
 
+    from llmctl import int8
+
+    if int8.is_compressed(path):  # a folder made by `llmctl compress`: int8 safetensors + manifest
+        try:
+            return int8.load_int8(path, auto_class, load_config(str(path)))
+        except int8.Int8Error as exc:
+            raise ModelError(str(exc)) from None
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -214,8 +221,6 @@ def save_model(accelerator, model, tokenizer, path: Path, info: dict | None) -> 
     the main process renames the complete copy into place. With LoRA (a peft model) the adapter is saved in
     PEFT format.
     """
-    import shutil
-
     from llmctl import runs
 
     main = accelerator.is_main_process
@@ -244,6 +249,7 @@ def save_model(accelerator, model, tokenizer, path: Path, info: dict | None) -> 
     accelerator.wait_for_everyone()
     if main:
         tokenizer.save_pretrained(tmp)
-        runs.remove(path)
-        shutil.move(str(tmp), str(path))
+        runs.swap_in(tmp, path)
     accelerator.wait_for_everyone()
+
+

@@ -105,6 +105,7 @@ def _load_config(path: str, auto_config):
 
 
 def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
+    from llmctl import checkpoint
     from llmctl import tokenizer as tok_mod
     from llmctl.evaluation import causal_lm_evaluator
     from llmctl.tasks import causal_lm
@@ -165,6 +166,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         resume=resume,
         console=out,
         own_share=share.smallest if share else None,
+        fingerprint=checkpoint.fingerprint(recipe),
     )
     shards_read = _shards_by_process(share)
     info = {"task": recipe.task, "block_size": recipe.data.block_size}

@@ -8,6 +8,7 @@ every problem at once. This module imports only the standard library and pydanti
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ class RecipeError(Exception):
 
 class _Section(BaseModel):
     # strict: an override must keep the default's type ("4" is not an int); frozen: stages cannot mutate it.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -126,6 +127,9 @@ class TrainSection(_Section):
     keep_checkpoints: int = Field(2, gt=0)
     # An Accelerate config file (DDP, FSDP, DeepSpeed) used by `--num-processes` launches; empty = plain DDP.
     accelerate_config: str = ""
+    # A non-finite loss or gradient norm stops the run with an error naming the step (nothing from that step is
+    # saved); N > 0 skips up to N such updates instead (the step's data is passed over, the count survives resume).
+    skip_nonfinite: int = Field(0, ge=0)
     # Experiment trackers that get every logged step and evaluation, through Accelerate: "tensorboard" (offline;
     # event files in <run>/tracking/), "wandb", "mlflow" (each needs its package installed).
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
@@ -287,7 +291,23 @@ def load(path: Path | str | None, overrides: list[str] = (), *, base: dict | Non
     return validate(data, origin)
 
 
+def _non_finite(data, prefix: str = "") -> list[str]:
+    """Dotted keys (anywhere, model.config included) whose value is a NaN or infinite number."""
+    found = []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            found.append(f"{key}: must be a finite number, not {v}")
+        elif isinstance(v, (dict, list)):
+            found.extend(_non_finite(v, key))
+    return found
+
+
 def validate(data: dict, origin: str = "recipe") -> Recipe:
+    bad = _non_finite(data)
+    if bad:
+        raise RecipeError([f"{origin}: {line}" for line in bad])
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:

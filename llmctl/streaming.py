@@ -77,7 +77,7 @@ def prepare(recipe, run: runs.Run, console=None) -> data.Prepared:
     d = recipe.data
     started = time.perf_counter()
     run.root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=run.root))
+    work = runs.temp_dir(".preprocess-", run.root)
     try:
         train_docs, val_docs = _split(recipe)
         source = data.tokenizer_source(recipe)

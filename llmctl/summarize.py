@@ -49,7 +49,7 @@ def read_inputs(inputs: list[str], *, text_column: str = "text", id_column: str 
     for name in inputs:
         if name == "-":
             stream = stdin if stdin is not None else sys.stdin
-            docs.append(_document("stdin", stream.read()))
+            docs.append(_document("stdin", read_stdin(stream)))
             continue
         path = Path(name)
         if not path.exists():
@@ -76,6 +76,25 @@ def read_inputs(inputs: list[str], *, text_column: str = "text", id_column: str 
             raise SummarizeError(f"{doc['id']}: duplicate document id (resuming relies on unique ids)")
         seen[doc["id"]] = 1
     return docs
+
+
+def read_stdin(stream) -> str:
+    """All of stdin as UTF-8 text. The bytes are decoded here, strictly: Python's own stdin decoding depends on
+    the locale and may smuggle undecodable bytes in as surrogates, which the tokenizer then fails on."""
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(raw, str):  # a text stream without bytes underneath (tests, StringIO)
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no byte stands for: invalid as UTF-8 either way
+            raw = raw.encode("utf-8", "surrogatepass")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[start:exc.start].decode("utf-8", "replace").removeprefix("\ufeff")) + 1
+        raise SummarizeError(f"stdin:{line}: not valid UTF-8 text (column {column}, byte 0x{raw[exc.start]:02x}); "
+                             "send UTF-8 text") from None
 
 
 def _read_text(path: Path, doc_id: str) -> str:
@@ -156,7 +175,10 @@ def done_ids(output: Path) -> set[str]:
         return set()
     if output.is_dir():
         raise SummarizeError(f"{output}: is a folder, expected an output file")
-    raw = output.read_bytes()
+    try:
+        raw = output.read_bytes()
+    except OSError as exc:
+        raise SummarizeError(f"{output}: cannot read the output written so far: {exc.strerror or exc}") from None
     *complete, tail = raw.split(b"\n")
     ids: set[str] = set()
     for lineno, line in enumerate(complete, 1):
@@ -252,8 +274,11 @@ def run_summarize(model_dir: str, inputs: list[str], *, output: Path | None, fmt
     summaries: list[str | None] = [None] * len(todo)
     out_file = None
     if output is not None and main:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        out_file = open(output, "a" if fmt == "jsonl" else "w", encoding="utf-8")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            out_file = open(output, "a" if fmt == "jsonl" else "w", encoding="utf-8")
+        except OSError as exc:
+            raise SummarizeError(f"{output}: cannot write the summaries: {exc.strerror or exc}") from None
     chunk = settings.batch_size * accelerator.num_processes * CHUNK_BATCHES
     synced = evaluation.sharded(accelerator)
 

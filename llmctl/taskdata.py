@@ -22,7 +22,6 @@ import hashlib
 import json
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,22 +39,51 @@ _NOT_RECORD_SETTINGS = {"max_source_length", "max_target_length", "prompt", "sou
 class Records:
     """A split's normalized examples, memory-mapped from Arrow: indexable, iterable in file order, sized."""
 
-    def __init__(self, ds):
+    def __init__(self, ds, path: Path | None = None):
         self.ds = ds
+        self.path = path  # where the cache lives, for the message about a damaged one
 
     def __len__(self) -> int:
         return len(self.ds)
 
+    def _decode(self, i: int, text) -> dict:
+        """One cached example; a damaged cache (edited, truncated, written by something else) is a one-line
+        DataError naming the cache and the record, not a JSON traceback."""
+        try:
+            example = json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            example = None
+        if not isinstance(example, dict):
+            raise data.DataError(damaged(self.path, f"record {i + 1} is not a JSON object"))
+        return example
+
     def __getitem__(self, i: int) -> dict:
-        return json.loads(self.ds[i]["example"])
+        return self._decode(i, self.ds[i]["example"])
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self.ds.iter(batch_size=1000):
-            yield from (json.loads(text) for text in batch["example"])
+        i = 0
+        try:
+            for batch in self.ds.iter(batch_size=1000):
+                for text in batch["example"]:
+                    yield self._decode(i, text)
+                    i += 1
+        except (OSError, KeyError) as exc:  # a truncated Arrow file fails only when read
+            raise data.DataError(damaged(self.path, f"unreadable past record {i}: {data._first_line(exc)}")) from None
 
     def lists(self) -> tuple[list[dict], list[str]]:
         """(examples, where) in memory: for the validation split, which evaluation reads whole."""
-        return list(self), list(self.ds["where"])
+        examples = list(self)
+        where = [str(w) for w in self.ds["where"]]
+        return examples, where
+
+
+def damaged(path: Path | None, what: str) -> str:
+    """The message for a damaged records cache: what is wrong, and how to get a sound one."""
+    where = str(path) if path is not None else "the records cache"
+    run = Path(path).parents[2] if path is not None and len(Path(path).parents) > 2 else None
+    fix = (f"; rebuild it: `llmctl preprocess {run / 'recipe.toml'} -o {run}` (after deleting {run / 'data'})"
+           if run is not None else "")
+    return f"{where}: damaged cache: {what}{fix}"
 
 
 @dataclass
@@ -188,7 +216,14 @@ def save(ds, path: Path) -> None:
 def load_records(path: Path) -> Records:
     import datasets
 
-    return Records(datasets.load_from_disk(str(path)))
+    try:
+        ds = datasets.load_from_disk(str(path))
+        columns = ds.column_names
+    except Exception as exc:  # noqa: BLE001 - datasets and pyarrow raise many types for a damaged directory
+        raise data.DataError(damaged(path, f"cannot load it: {data._first_line(exc)}")) from None
+    if not {"example", "where"} <= set(columns):
+        raise data.DataError(damaged(path, f"columns {columns}, expected 'example' and 'where'"))
+    return Records(ds, path)
 
 
 # ----------------------------------------------------------------------------------------------------- features
@@ -273,11 +308,11 @@ def prepare(recipe, task, run: runs.Run, shape, *, console=None) -> TaskData:
     meta = _read_meta(run)
     reused: list[str] = []
     run.root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".taskdata-", dir=run.root))
+    work = runs.temp_dir(".taskdata-", run.root)  # and removes those a killed run left behind
     try:
         # 1. records
         rkey = records_key(recipe)
-        if meta.get("records", {}).get("key") == rkey and (run.data / "records" / "validation").is_dir():
+        if meta.get("records", {}).get("key") == rkey and _sound(run.data / "records"):
             reused.append("records")
         else:
             staged = work / "data"
@@ -338,6 +373,16 @@ def prepare(recipe, task, run: runs.Run, shape, *, console=None) -> TaskData:
                     skipped=meta["records"]["skipped"], cut=meta["features"]["cut"], reused=reused)
 
 
+def _sound(records: Path) -> bool:
+    """Whether cached records load (a damaged cache, e.g. a file cut short by a full disk, is rebuilt)."""
+    try:
+        for split in ("train", "validation"):
+            load_records(records / split)
+    except data.DataError:
+        return False
+    return True
+
+
 def _read_meta(run: runs.Run) -> dict:
     path = run.data / "meta.json"
     try:
@@ -356,7 +401,7 @@ def count_records(recipe, task, run: runs.Run) -> dict:
     if records.get("key") == records_key(recipe):
         return {**records, "cached": True}
     datasets.disable_caching()
-    work = Path(tempfile.mkdtemp(prefix="llmctl-plan-"))
+    work = runs.temp_dir("llmctl-plan-")
     try:
         return {**build_records(recipe, task, work / "data", work), "cached": False}
     finally:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmctl import runs
+from llmctl import faults, runs
 
 
 class TrainError(Exception):
@@ -153,16 +153,29 @@ def accumulation(cfg, world: int, n_train: int) -> int:
 
 
 def optimizer_and_schedule(model, cfg):
-    """AdamW without decay on biases and norm weights; linear warmup then cosine decay (lr_at)."""
+    """AdamW without decay on biases and norm weights; linear warmup then cosine decay (lr_at).
+
+    AdamW is fused (one kernel over all parameters; CUDA, and CPU since torch 2.4) when every parameter is a
+    floating-point tensor on a device with the fused kernel; otherwise torch's default, which is the
+    multi-tensor (foreach) form where that exists. AdamW accepts fused=True for any device and fails only at
+    the first step, hence the check here."""
     import torch
 
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        fused_devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a torch that moved the private list: the two devices that have had the kernel since 2.4
+        fused_devices = {"cuda", "cpu"}
+    params = decay + no_decay
+    fused = {"fused": True} if params and all(
+        p.is_floating_point() and p.device.type in fused_devices for p in params) else {}
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False,
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -171,25 +184,61 @@ def optimizer_and_schedule(model, cfg):
     return optimizer, schedule
 
 
-def restore(accelerator, run: runs.Run, *, resume: bool, console, max_steps: int) -> dict:
-    """The loop's state: fresh, or loaded from the latest checkpoint (model, optimizer, schedule, RNG)."""
+def schedule_at(optimizer, cfg, step: int):
+    """The LR schedule (linear warmup, cosine decay: lr_at) positioned after `step` optimizer steps. It is rebuilt
+    from the recipe on resume rather than stored: the LR is a function of the step."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_at(s, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps) / cfg.lr,
+        last_epoch=step - 1,
+    )
+
+
+def restore(accelerator, model, optimizer, run: runs.Run, *, resume: bool, console, max_steps: int,
+            fingerprint: dict | None = None) -> tuple[dict, dict | None]:
+    """The loop's state: fresh, or loaded from the newest checkpoint that verifies (model, optimizer, RNG, the
+    open log window), falling back past damaged ones with a warning. Returns (state, this process's own
+    state or None)."""
+    from llmctl import checkpoint
+
     main = accelerator.is_main_process
-    state = {"step": 0, "tokens_seen": 0, "seconds": 0.0, "best": None}
-    latest = run.latest_checkpoint() if resume else None
+    state = {"step": 0, "tokens_seen": 0, "seconds": 0.0, "best": None, "skipped_nonfinite": 0,
+             "made_from": fingerprint or {}}
+    if main:
+        checkpoint.clean_temporary(run)
+    accelerator.wait_for_everyone()
+    warn = (lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False)) if main and console else None
+    try:
+        latest = checkpoint.resumable(run, warn) if resume else None
+    except checkpoint.CheckpointError as exc:
+        raise TrainError(f"cannot resume: {exc}") from None
     if resume and latest is None and main and console is not None:
         console.print(f"resume: no checkpoint in {run.checkpoints}, starting from step 0")
+    own = None
     if latest is not None:
         _, path = latest
-        accelerator.load_state(str(path))
-        state.update(runs.read_json(path / "trainer_state.json"))
+        try:
+            loaded, own = checkpoint.load(accelerator, model, optimizer, path)
+        except checkpoint.CheckpointError as exc:
+            raise TrainError(f"cannot resume: {exc}") from None
+        state.update(loaded)
+        if fingerprint is not None:
+            state["made_from"] = fingerprint
         if main:
             runs.truncate_log(run.log, state["step"])
             if console is not None:
                 console.print(f"resume: continuing from {path} (step {state['step']} of {max_steps})")
+                if own is None:
+                    console.print("[yellow]note:[/] the checkpoint was written by another number of processes: "
+                                  "data order is kept, random draws (dropout) are not")
     elif main:
         runs.remove(run.log)
     accelerator.wait_for_everyone()
-    return state
+    return state, own
 
 
 class StopSignals:
@@ -244,17 +293,28 @@ class Window:
         self.steps = 0
         self.start = time.perf_counter()
 
-    def add(self, loss, batch, accum: int) -> None:
-        self.loss += loss.detach().float() / accum
+    def count(self, batch) -> None:
         mask = batch.get("attention_mask")
         tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
         self.tokens += tokens
         self.token_positions += tokens * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
 
+    def state(self) -> dict:
+        """This process's open window (for a checkpoint between log steps: the resumed run logs the same)."""
+        return {"loss": float(self.loss), "tokens": int(self.tokens), "positions": int(self.token_positions),
+                "steps": self.steps}
+
+    def load(self, saved: dict) -> None:
+        self.loss.fill_(saved["loss"])
+        self.tokens.fill_(saved["tokens"])
+        self.token_positions.fill_(saved["positions"])
+        self.steps = saved["steps"]
+
     def close(self) -> tuple[float, int, int, float]:
         """(mean loss, tokens, sum of tokens x sequence length, seconds) over all processes; then reset."""
         reduce = self.accelerator.reduce
-        loss = reduce(self.loss, "mean").item() / max(self.steps, 1)
+        # No update in the window (every step skipped as non-finite): no loss to report.
+        loss = reduce(self.loss, "mean").item() / self.steps if self.steps else float("nan")
         tokens = int(reduce(self.tokens, "sum").item())
         positions = int(reduce(self.token_positions, "sum").item())
         seconds = time.perf_counter() - self.start
@@ -317,6 +377,7 @@ def fit(
     console=None,
     on_eval: Callable[[int, dict, object, dict], bool] | None = None,
     own_share: int | None = None,
+    fingerprint: dict | None = None,
 ) -> FitResult:
     """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
 
@@ -326,6 +387,9 @@ def fit(
     By default `train_ds` is the whole split and Accelerate hands each process its part of every global batch.
     With `own_share`, `train_ds` is this process's own data (its preprocessing shards, which no other process
     reads) and every process samples `own_share` of it per epoch, the size of the smallest process's data.
+
+    `fingerprint` (what the run is made from, `checkpoint.fingerprint`) is kept in every checkpoint, so that a
+    resume can tell whether the data changed.
     """
     from torch.utils.data import DataLoader
 
@@ -342,21 +406,27 @@ def fit(
         sampler = make_sampler(len(train_ds), seed, per_chunk, limit=own_share, stream=accelerator.process_index)
     else:
         sampler = make_sampler(len(train_ds), seed, per_chunk)
+    # The loader's own generator: starting an iterator (every epoch, and on resume mid-epoch) must not draw from
+    # the global RNG, or every later dropout mask of a resumed run would differ from the uninterrupted run's.
+    import torch
+
     loader = DataLoader(train_ds, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
-                        drop_last=True)
+                        drop_last=True, generator=torch.Generator().manual_seed(seed))
     flops = Flops(model, accelerator)
-    optimizer, schedule = optimizer_and_schedule(model, cfg)
+    optimizer, _ = optimizer_and_schedule(model, cfg)
+    raw_optimizer = optimizer
     if own:
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(schedule)
     if accelerator.log_with:
         # Scalars only: TensorBoard's hyperparameter view takes numbers, strings and booleans.
         accelerator.init_trackers(run.root.name, config={k: v for k, v in cfg.model_dump().items()
                                                          if isinstance(v, (int, float, str, bool))})
-    state = restore(accelerator, run, resume=resume, console=console, max_steps=cfg.max_steps)
+    state, own_state = restore(accelerator, model, optimizer, run, resume=resume, console=console,
+                               max_steps=cfg.max_steps, fingerprint=fingerprint)
     step = state["step"]
+    schedule = schedule_at(raw_optimizer, cfg, step)
     if step >= cfg.max_steps:
         return FitResult(step, state["tokens_seen"], None, evaluate(model, final=True), state["seconds"], 0.0,
                          state=state, model=model)
@@ -371,6 +441,8 @@ def fit(
     batches = micro_batches(loader, sampler, step * accum, len(sampler) // per_chunk, per_chunk,
                             device=accelerator.device if own else None)
     window = Window(accelerator)
+    if own_state and own_state.get("window"):
+        window.load(own_state["window"])
     session_start = time.perf_counter()
     run_start = session_start - state["seconds"]
     train_loss = None
@@ -380,15 +452,26 @@ def fit(
     with StopSignals(accelerator) as stop:
         try:
             while step < cfg.max_steps and not stop_early:
-                grad_norm = train_step(accelerator, model, optimizer, schedule, batches, accum, cfg, window)
+                grad_norm, finite = train_step(accelerator, model, optimizer, schedule, batches, accum, cfg, window)
                 step += 1
+                if not finite:
+                    state["skipped_nonfinite"] = state.get("skipped_nonfinite", 0) + 1
+                    if state["skipped_nonfinite"] > cfg.skip_nonfinite:
+                        raise TrainError(
+                            f"step {step}: the loss or gradient norm is not finite; nothing from this step was "
+                            "saved (lower train.lr or raise train.warmup_steps, or let train.skip_nonfinite = N "
+                            "skip up to N such steps)")
+                    if console is not None:
+                        console.print(f"[yellow]warning:[/] step {step}: non-finite loss or gradient norm, "
+                                      f"update skipped ({state['skipped_nonfinite']} of at most "
+                                      f"{cfg.skip_nonfinite})", highlight=False)
                 if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or step == cfg.max_steps:
                     loss, tokens, positions, seconds = window.close()
                     state["tokens_seen"] += tokens
-                    record = {"step": step, "loss": round(loss, 5), "lr": schedule.get_last_lr()[0],
+                    record = {"step": step, "loss": round(loss, 5) if math.isfinite(loss) else None, "lr": schedule.get_last_lr()[0],
                               "tokens_per_sec": round(tokens / seconds, 1) if seconds > 0 else None,
                               "tokens": state["tokens_seen"], "elapsed": round(time.perf_counter() - run_start, 2)}
-                    if grad_norm is not None:
+                    if grad_norm is not None and math.isfinite(float(grad_norm)):
                         record["grad_norm"] = round(float(grad_norm), 4)
                     mfu = flops.mfu(tokens, positions, seconds)
                     if mfu is not None:
@@ -404,7 +487,8 @@ def fit(
                 signum = stop.agreed()
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or signum or stop_early:
                     state.update(step=step, seconds=time.perf_counter() - run_start)
-                    path = save_checkpoint(accelerator, run, state, keep=cfg.keep_checkpoints)
+                    path = save_checkpoint(accelerator, model, optimizer, run, state, keep=cfg.keep_checkpoints,
+                                           window=window)
                 if signum:
                     name = signal.Signals(signum).name
                     raise Preempted(signum, f"stopped at step {step} ({name}); checkpoint saved in {path}")
@@ -440,23 +524,41 @@ def micro_batches(loader, sampler, start_micro: int, per_epoch: int, per_chunk: 
 
 
 def train_step(accelerator, model, optimizer, schedule, batches, accum: int, cfg, window: Window):
-    """One optimizer step over `accum` micro-batches (gradients synchronised on the last one only); returns the
-    gradient norm before clipping, or None without clipping."""
+    """One optimizer step over `accum` micro-batches (gradients synchronised on the last one only). Returns
+    (gradient norm before clipping or None, finite): when the loss or the gradient norm is not finite on any
+    process, the update is skipped (no optimizer step, nothing added to the log window), and the LR schedule
+    still advances with the step count, as the data position does."""
     import contextlib
 
+    import torch
+
+    step_loss = torch.zeros((), device=accelerator.device)
+    seen = []
     for i in range(accum):
         batch = next(batches)
         sync = contextlib.nullcontext() if i == accum - 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
             loss = model(**batch).loss
             accelerator.backward(loss / accum)
-        window.add(loss, batch, accum)
+        step_loss += loss.detach().float()
+        seen.append(batch)
+    if faults.hit("nonfinite-loss"):
+        step_loss = step_loss * float("nan")
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-    optimizer.step()
+    # With fp16's gradient scaler an overflowing step is normal: the scaler skips it and lowers the scale.
+    check = step_loss if grad_norm is None or accelerator.scaler is not None else step_loss + grad_norm.float()
+    if accelerator.num_processes > 1:
+        check = accelerator.reduce(check.reshape(1), "sum")
+    finite = bool(torch.isfinite(check).all())
+    if finite:
+        optimizer.step()
+        window.loss += step_loss / accum
+        for batch in seen:
+            window.count(batch)
+        window.steps += 1
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
-    window.steps += 1
-    return grad_norm
+    return grad_norm, finite
 
 
 def _prefixed(metrics: dict) -> dict:
@@ -471,43 +573,24 @@ def _prefixed(metrics: dict) -> dict:
 
 def _log(run: runs.Run, accelerator, record: dict) -> None:
     """One log.jsonl line (main process), and the same values to the experiment trackers, if any."""
+    record = runs.finite(record)
     if accelerator.is_main_process:
         run.log.parent.mkdir(parents=True, exist_ok=True)
         with open(run.log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     if accelerator.log_with:
         values = {k: v for k, v in record.items()
-                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
         accelerator.log(values, step=record["step"])
 
 
-def save_checkpoint(accelerator, run: runs.Run, state: dict, *, keep: int) -> Path:
-    """Save to a temporary directory, then rename: a checkpoint either exists whole or not at all."""
-    step = state["step"]
-    final = run.checkpoint(step)
-    tmp = run.checkpoints / f".tmp-step-{step}"
-    if accelerator.is_main_process:
-        runs.remove(tmp)
-    accelerator.wait_for_everyone()
-    import logging
+def save_checkpoint(accelerator, model, optimizer, run: runs.Run, state: dict, *, keep: int,
+                    window: Window | None = None) -> Path:
+    """A durable, verified checkpoint of this step (llmctl/checkpoint.py); every process must call it."""
+    from llmctl import checkpoint
 
-    # Tied embeddings (T5, Marian, GPT-2) are saved once; accelerate warns about it at every checkpoint.
-    quiet = logging.getLogger("accelerate.utils.other")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        accelerator.save_state(str(tmp), safe_serialization=True)
-    finally:
-        quiet.setLevel(level)
-    accelerator.wait_for_everyone()  # every process has written its part (RNG states) before the rename
-    if accelerator.is_main_process:
-        runs.write_json(tmp / "trainer_state.json", state)
-        runs.remove(final)
-        tmp.rename(final)
-        for _, old in run.list_checkpoints()[:-keep]:
-            runs.remove(old)
-    accelerator.wait_for_everyone()
-    return final
+    return checkpoint.save(accelerator, model, optimizer, run, state, keep=keep,
+                           process={"window": window.state() if window is not None else None})
 
 
 class _Progress:
@@ -531,7 +614,7 @@ class _Progress:
     def update(self, step: int, record: dict) -> None:
         if self.console is None:
             return
-        info = f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record.get('tokens_per_sec') or 0:,.0f} tok/s"
+        info = f"loss {record['loss'] or float('nan'):.4f}  lr {record['lr']:.2e}  {record.get('tokens_per_sec') or 0:,.0f} tok/s"
         if "val_loss" in record:
             info += f"  val_loss {record['val_loss']:.4f}"
         if self.bar is not None:

@@ -4,12 +4,17 @@ never in a traceback or a silent misread; their good variants read correctly."""
 import copy
 import csv
 import json
+import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 
 from llmctl import data, recipe, tasks
 from llmctl.data import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def records(path):
@@ -331,3 +336,204 @@ def test_corrupt_parquet(tmp_path):
     damaged.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=f"^{re.escape(str(damaged))}: cannot read Parquet file past row \\d+: [^\n]+$"):
         records(damaged)
+
+
+# ------------------------------------------------------------------------ 8. eval --predictions values (issue 8)
+
+
+def scored(tmp_path, metric, *lines):
+    from llmctl.evaluate_cli import score_file
+
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(lines), encoding="utf-8")
+    return p, lambda: score_file(p, [metric])
+
+
+@pytest.mark.parametrize("metric", ["rouge", "sacrebleu", "chrf", "bleu", "exact_match", "squad", "squad_v2"])
+@pytest.mark.parametrize("line,message", [
+    ('{"prediction": "a", "reference": null}', "'reference' must be text or a list of texts, got null"),
+    ('{"prediction": null, "reference": "a"}', "'prediction' must be text, got null"),
+    ('{"prediction": "a", "reference": true}', "'reference' must be text or a list of texts, got True"),
+    ('{"prediction": "a", "reference": {"text": "a"}}', "'reference' must be text or a list of texts, got {'text': 'a'}"),
+    ('{"prediction": "a", "reference": ["a", 3]}', "'reference' item 2 must be text, got 3"),
+    ('{"prediction": ["a"], "reference": "a"}', "'prediction' must be text, got ['a']"),
+    ('{"prediction": "a", "reference": NaN}', "'reference' must be text or a list of texts, got nan"),
+])
+def test_predictions_file_with_values_that_are_not_text(tmp_path, metric, line, message):
+    p, score = scored(tmp_path, metric, '{"prediction": "a b", "reference": "a b"}\n', line + "\n")
+    fails(score, f"{p}:2: {message}")
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1"])
+@pytest.mark.parametrize("line,message", [
+    ('{"prediction": 1, "reference": null}', "'reference' must be a label (text or an integer), got null"),
+    ('{"prediction": 1.5, "reference": 1}', "'prediction' must be a label (text or an integer), got 1.5"),
+    ('{"prediction": [1], "reference": 1}', "'prediction' must be a label (text or an integer), got [1]"),
+    ('{"prediction": 1, "reference": false}', "'reference' must be a label (text or an integer), got False"),
+])
+def test_predictions_file_with_values_that_are_not_labels(tmp_path, metric, line, message):
+    p, score = scored(tmp_path, metric, '{"prediction": 0, "reference": 0}\n', line + "\n")
+    fails(score, f"{p}:2: {message}")
+
+
+def test_numbers_in_a_predictions_file_are_their_text(tmp_path):
+    _, score = scored(tmp_path, "exact_match", '{"prediction": "5", "reference": 5}\n',
+                      '{"prediction": 7.5, "reference": "7.5"}\n')
+    assert score()["metrics"]["exact_match.exact_match"] == 1.0
+    _, score = scored(tmp_path, "accuracy", '{"prediction": 1, "reference": "1"}\n',
+                      '{"prediction": 2.0, "reference": 2}\n')
+    assert score()["metrics"]["accuracy.accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------------------- 9. run directories (issue 8)
+
+
+def llmctl_run(root, *, marker=True):
+    from llmctl import catalog, runs
+    from llmctl import recipe as recipe_mod
+
+    root.mkdir(parents=True, exist_ok=True)
+    r = catalog.resolve_paths(recipe_mod.load(ROOT / "recipes" / "tiny" / "pretrain.toml"))
+    (root / "recipe.toml").write_text(recipe_mod.dumps(r), encoding="utf-8")
+    (root / "log.jsonl").write_text('{"step": 1}\n', encoding="utf-8")
+    if marker:
+        runs.mark_run(root, "pretrain")
+    return root
+
+
+def test_which_output_directories_llmctl_takes(tmp_path):
+    from llmctl import runs
+    from llmctl.runs import RunError, check_output_dir
+
+    assert check_output_dir(tmp_path / "new") == "new"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / runs.LOCK_NAME).write_text("", encoding="utf-8")  # an earlier attempt's lock file
+    assert check_output_dir(tmp_path / "empty") == "empty"
+    assert check_output_dir(llmctl_run(tmp_path / "marked")) == "marked"
+    # A run from before the marker: llmctl's resolved recipe.toml next to its log.
+    assert check_output_dir(llmctl_run(tmp_path / "legacy", marker=False)) == "legacy"
+    # recipe.toml alone, or one llmctl did not write, is not enough.
+    alone = llmctl_run(tmp_path / "alone", marker=False)
+    (alone / "log.jsonl").unlink()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "recipe.toml").write_text('name = "mine"\n', encoding="utf-8")
+    (foreign / "log.jsonl").write_text("{}\n", encoding="utf-8")
+    for root, holds in ((alone, "recipe.toml"), (foreign, "log.jsonl, recipe.toml")):
+        with pytest.raises(RunError, match=f"^{re.escape(str(root))}: not an llmctl run directory and not empty "
+                                           f"\\(it holds {re.escape(holds)}\\); "):
+            check_output_dir(root)
+    bad = llmctl_run(tmp_path / "bad-marker")
+    (bad / runs.MARKER_NAME).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(RunError, match=f"^{re.escape(str(bad / runs.MARKER_NAME))}: not a valid llmctl run marker"):
+        check_output_dir(bad)
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    with pytest.raises(RunError, match="output path exists and is not a directory$"):
+        check_output_dir(afile)
+
+
+def test_overwrite_removes_only_what_llmctl_wrote(tmp_path):
+    from llmctl import runs
+
+    root = llmctl_run(tmp_path / "run")
+    for name in ("final", "best", "checkpoints/step-2", "tracking/x", "data/train", "tokenizer"):
+        (root / name).mkdir(parents=True)
+    for name in ("results.json", "predictions.jsonl"):
+        (root / name).write_text("{}\n", encoding="utf-8")
+    (root / "my-notes.txt").write_text("mine\n", encoding="utf-8")
+    (root / "my-folder").mkdir()
+    runs.start_run(runs.Run(root), kind="pretrain", resume=False, overwrite=True)
+    assert sorted(p.name for p in root.iterdir()) == [runs.MARKER_NAME, "data", "my-folder", "my-notes.txt",
+                                                      "recipe.toml", "tokenizer"]
+
+
+def test_resume_removes_only_results(tmp_path):
+    from llmctl import runs
+
+    root = llmctl_run(tmp_path / "run")
+    (root / "results.json").write_text("{}\n", encoding="utf-8")
+    (root / "final").mkdir()
+    runs.start_run(runs.Run(root), kind="pretrain", resume=True, overwrite=False)
+    assert sorted(p.name for p in root.iterdir()) == [runs.MARKER_NAME, "final", "log.jsonl", "recipe.toml"]
+
+
+def test_a_legacy_run_is_adopted(tmp_path):
+    from llmctl import runs
+
+    root = llmctl_run(tmp_path / "old", marker=False)
+    runs.start_run(runs.Run(root), kind="finetune", resume=False, overwrite=False)
+    marker = runs.read_marker(root)
+    assert marker["kind"] == "finetune" and "adopted" in marker and "final" in marker["writes"]
+
+
+# ------------------------------------------------------------------------------ 10. temporary directories
+
+
+def test_temp_dirs_of_killed_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from llmctl import runs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = runs.temp_dir(".preprocess-", tmp_path).name.split("-")[1]  # this host's name, as temp_dir writes it
+    left = tmp_path / f".preprocess-{host}-{int(dead.stdout)}-abc"   # a killed run's
+    live = tmp_path / f".preprocess-{host}-{os.getpid()}-def"       # a live one's (this process)
+    other = tmp_path / f".preprocess-elsewhere-{int(dead.stdout)}-ghi"  # another machine's: its pid means nothing here
+    young = tmp_path / ".preprocess-k2j3h4"                              # an old-style name, fresh
+    old = tmp_path / ".preprocess-z9y8x7"                                # an old-style name, two days old
+    for p in (left, live, other, young, old):
+        p.mkdir()
+        (p / "blocks.arrow").write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    (tmp_path / "mine").mkdir()
+    made = runs.temp_dir(".preprocess-", tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert left.name not in names and old.name not in names
+    assert {live.name, other.name, young.name, made.name, "mine"} <= names
+
+
+def test_eval_temp_dir_is_removed_on_error(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    fails(data.text_blocks, f"{empty}: no text documents", [str(empty)], None, 16)  # fails before the tokenizer
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("llmctl-eval-")] == []
+
+
+# ----------------------------------------------------------------------- 11. damaged caches, stdin (issue 8)
+
+
+def test_damaged_validation_cache_is_one_line(tmp_path):
+    import datasets
+
+    from llmctl import taskdata
+
+    run = tmp_path / "run"
+    split = run / "data" / "records" / "validation"
+    good = datasets.Dataset.from_dict({"example": ['{"text": "a", "label": 0}', '{"text": "b"'],
+                                       "where": ["f.jsonl:1", "f.jsonl:2"]})
+    good.save_to_disk(str(split))
+    fix = f"; rebuild it: `llmctl preprocess {run / 'recipe.toml'} -o {run}` (after deleting {run / 'data'})"
+    fails(taskdata.cached_validation, f"{split}: damaged cache: record 2 is not a JSON object{fix}", run)
+    arrow = next(split.glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    with pytest.raises(DataError, match=f"^{re.escape(str(split))}: damaged cache: [^\n]+$"):
+        taskdata.cached_validation(run)
+
+
+def test_summarize_stdin_must_be_utf8():
+    import io
+
+    from llmctl.summarize import SummarizeError, read_stdin
+
+    assert read_stdin(io.TextIOWrapper(io.BytesIO("\ufeffcaf\xe9\n".encode("utf-8")))) == "caf\xe9\n"
+    with pytest.raises(SummarizeError, match=r"^stdin:3: not valid UTF-8 text \(column 4, byte 0xe9\); send UTF-8 "
+                                             r"text$"):
+        read_stdin(io.TextIOWrapper(io.BytesIO("a\nb\ncaf\xe9\n".encode("latin-1"))))
+    with pytest.raises(SummarizeError, match=r"^stdin:1: "):
+        read_stdin(io.StringIO("lone \ud800 surrogate"))
