@@ -901,7 +901,7 @@ def _print_task_results(results: dict, run) -> None:
 
 def _register_subcommands() -> None:
     """The commands that live in their own modules (each imports its heavy libraries only when it runs)."""
-    from llmctl import compress, export_cli, generate_cli, recipes_cli, report, runs_cli
+    from llmctl import compress, export_cli, generate_cli, recipes_cli, report, runs_cli, serve
 
     app.add_typer(recipes_cli.app, name="recipes")
     app.command("runs")(guarded(runs_cli.command))
@@ -910,6 +910,7 @@ def _register_subcommands() -> None:
     app.command("chat")(guarded(generate_cli.chat))
     app.command("export")(guarded(export_cli.export))
     app.command("compress")(guarded(compress.compress))
+    app.command("serve")(guarded(serve.serve))
 
 
 _register_subcommands()

@@ -5,8 +5,9 @@ becomes an example (`normalize`), which texts a tokenizer is trained on, how the
 derived once from the training data and saved with the model), the features that training and the validation
 loss both use (`features`, one implementation), the collator, how model outputs become predictions (`predict`),
 how predictions are scored (`score`), the trivial baseline, the default metrics and the metric that picks the
-best checkpoint, and the model families it supports. The stages (`finetune`, `eval`, `summarize`) ask the task
-object and never branch on a task's name.
+best checkpoint, the model families it supports, and how `llmctl serve` answers its model (`endpoint`,
+`serve_request`, `serve_batch`, `serve_response`). The stages (`finetune`, `eval`, `summarize`, `serve`) ask the
+task object and never branch on a task's name.
 
 A `Spec` is everything a task needs besides the tokenizer to turn examples into model inputs and outputs into
 predictions. `finetune` derives it from the recipe and the training split; it is saved in the model's config
@@ -74,6 +75,59 @@ class RecordCheck:
         return 0
 
 
+# -------------------------------------------------------------------------------------------------- serving
+
+
+class RequestError(Exception):
+    """A request to `llmctl serve` that cannot be answered: an HTTP status, a message and an error type. Raised
+    by the tasks' `serve_request` and by the server alike, and answered as `{"error": {message, type, code}}`."""
+
+    def __init__(self, status: int, message: str, kind: str):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def request_text(body: dict, key: str) -> str:
+    """The non-empty string `body[key]` of a request, else a 400."""
+    value = body.get(key)
+    if value is None:
+        raise RequestError(400, f"missing field '{key}'", "invalid_request")
+    if not isinstance(value, str):
+        raise RequestError(400, f"'{key}' must be a string, got {type(value).__name__}", "invalid_request")
+    if not value.strip():
+        raise RequestError(400, f"'{key}' is empty", "invalid_request")
+    return value
+
+
+def request_number(body: dict, key: str, default: float, *, low: float, high: float | None = None) -> float:
+    """The number `body[key]` of a request within [low, high], `default` when absent, else a 400."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high and value > high):
+        bounds = f"between {low:g} and {high:g}" if high else f"at least {low:g}"
+        raise RequestError(400, f"'{key}' must be a number {bounds}, got {value!r}", "invalid_request")
+    return float(value)
+
+
+class ServeInputs:
+    """What `llmctl serve` lets a request hold, as the tasks' `serve_request` sees it (the server passes its own
+    object with these methods; this class documents them). Each raises `RequestError`."""
+
+    def fit(self, text: str, what: str) -> str:
+        """`text` within the server's input limit: cut to fit (--long-input truncate) or a 413 (reject)."""
+        raise NotImplementedError
+
+    def check(self, text: str, what: str) -> None:
+        """A 413 for `text` over the input limit under --long-input reject; nothing under truncate (for inputs
+        the task reads whole in windows)."""
+        raise NotImplementedError
+
+    def new_tokens(self, value, key: str) -> int:
+        """A request's max_new_tokens (`value`, None when absent: the model's default), within the server's cap."""
+        raise NotImplementedError
+
+
 @dataclass(kw_only=True)
 class Task:
     """Defaults shared by the tasks; each task module defines a subclass and one instance of it."""
@@ -92,6 +146,8 @@ class Task:
     finetunable: bool = True
     # Text generation tasks can be used by `summarize` and report capped outputs.
     generates: bool = False
+    # The POST endpoint `llmctl serve` answers the task's models on ("/v1/summarize"); None: not served.
+    endpoint: str | None = None
 
     # ---------------------------------------------------------------------------------------------- records
 
@@ -181,6 +237,29 @@ class Task:
     def row(self, example: dict, prediction, spec: Spec) -> dict:
         """One line of predictions.jsonl: the inputs, the prediction and the reference, readable."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------------- serving
+    # `llmctl serve` answers requests to `endpoint` with these: each request body becomes a work item and a batch
+    # key (`serve_request`, before it queues); requests with equal keys are answered together by one
+    # `serve_batch` call, in a worker thread; each result becomes the response body (`serve_response`).
+
+    def serve_input_limit(self, model, tokenizer, spec: Spec, settings) -> int | None:
+        """Input tokens the model reads per text (serve's --max-input-tokens is at most this)."""
+        return spec.max_source_length
+
+    def serve_request(self, body: dict, inputs: ServeInputs) -> tuple[tuple, object]:
+        """(batch key, work item) of a request body (a JSON object); `RequestError` (400, 413) when it cannot be
+        answered. The item is JSON-serializable (its length orders a batch)."""
+        raise NotImplementedError
+
+    def serve_batch(self, model, key: tuple, items: list, tokenizer, spec: Spec, settings) -> list[dict]:
+        """The result of each work item of one batch key, in order; `settings` are the generation settings
+        `eval` and `summarize` use for the model."""
+        raise NotImplementedError
+
+    def serve_response(self, model_name: str, result: dict) -> dict:
+        """The response body for one result."""
+        return {"model": model_name, **result}
 
 
 def compute_metrics(names: list[str], predictions: list, references: list, kwargs: dict) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, compute_metrics
+from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, compute_metrics, request_text
 
 TEXT_COLUMN = "text"
 
@@ -176,5 +176,18 @@ class Classification(Task):
             row["text_pair"] = example["text_pair"]
         return {**row, "prediction": spec.labels[prediction], "reference": str(example["label"])}
 
+    def serve_request(self, body, inputs):
+        """`{"text", "text_pair"?}`, each fit to the input limit."""
+        item = {"text": inputs.fit(request_text(body, "text"), "text")}
+        if body.get("text_pair") is not None:
+            item["text_pair"] = inputs.fit(request_text(body, "text_pair"), "text_pair")
+        return (), item
 
-TASK = Classification(name="classification", default_metrics=("accuracy", "f1"), best_metric="accuracy.accuracy")
+    def serve_batch(self, model, key, items, tokenizer, spec, settings):
+        """`{"label"}` per item, predicted as `eval` does."""
+        got = self.predict(model, items, [f"request {i + 1}" for i in range(len(items))], tokenizer, spec, settings)
+        return [{"label": spec.labels[p]} for p in got.items]
+
+
+TASK = Classification(name="classification", default_metrics=("accuracy", "f1"), best_metric="accuracy.accuracy",
+                      endpoint="/v1/classify")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, Spec, Task, compute_metrics
+from llmctl.tasks.base import Predictions, Spec, Task, compute_metrics, request_text
 
 
 def split_prompt(prompt: str) -> tuple[str, str]:
@@ -72,6 +72,8 @@ class TextToText(Task):
     peft_types: dict = field(default_factory=lambda: {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"})
     generates: bool = True
     default_prompt: str = "{source}"
+    # The field of `llmctl serve`'s answer that holds the output ({"summary", "capped"}).
+    output_field: str = "output"
 
     def tokenizer_texts(self, examples):
         for ex in examples:
@@ -153,3 +155,23 @@ class TextToText(Task):
 
     def row(self, example, prediction, spec):
         return {"source": example["source"], "prediction": prediction, "reference": example["target"]}
+
+    def serve_request(self, body, inputs):
+        """`{"text", "max_new_tokens"?}`: the text (fit to the input limit); requests asking for the same number
+        of new tokens share a batch."""
+        text = request_text(body, "text")
+        new = inputs.new_tokens(body.get("max_new_tokens"), "max_new_tokens")
+        return (new,), inputs.fit(text, "text")
+
+    def serve_batch(self, model, key, items, tokenizer, spec, settings):
+        """`{output_field: text, "capped": bool}` per text, generated as `summarize` does."""
+        from dataclasses import replace
+
+        from llmctl.generation import generate
+
+        (new_tokens,) = key
+        settings = replace(settings, max_new_tokens=new_tokens, batch_size=max(len(items), 1))
+        spec = replace(spec, max_new_tokens=new_tokens)
+        report = generate(model, tokenizer, model_inputs([{"source": t.strip()} for t in items], tokenizer, spec),
+                          settings)
+        return [{self.output_field: out, "capped": flag} for out, flag in zip(report.outputs, report.flags)]

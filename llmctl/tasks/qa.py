@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task
+from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, request_text
 
 
 class QAError(Exception):
@@ -518,5 +518,20 @@ class ExtractiveQA(Task):
         return {"id": example["id"], "question": example["question"], "prediction": prediction["prediction_text"],
                 "reference": list(example["answers"]["text"])}
 
+    def serve_request(self, body, inputs):
+        """`{"question", "context"}`. A long context is read in windows, so it is never cut; under --long-input
+        reject one over the input limit is a 413."""
+        question, context = request_text(body, "question"), request_text(body, "context")
+        inputs.check(context, "context")
+        return (), {"question": question, "context": context}
 
-TASK = ExtractiveQA(name="qa", default_metrics=("squad_v2",), best_metric="f1")
+    def serve_batch(self, model, key, items, tokenizer, spec, settings):
+        """`{"answer", "no_answer_probability"}` per item, predicted as `eval` does ("no answer" allowed)."""
+        examples = [{"id": str(i), **it, "answers": {"text": [], "answer_start": []}} for i, it in enumerate(items)]
+        got = self.predict(model, examples, [f"request {i + 1}" for i in range(len(items))], tokenizer, spec,
+                           settings, allow_impossible=True)
+        return [{"answer": p["prediction_text"], "no_answer_probability": round(p["no_answer_probability"], 6)}
+                for p in got.items]
+
+
+TASK = ExtractiveQA(name="qa", default_metrics=("squad_v2",), best_metric="f1", endpoint="/v1/qa")

@@ -29,4 +29,4 @@ class Summarization(TextToText):
 
 
 TASK = Summarization(name="summarization", default_metrics=("rouge",), best_metric="rouge.rougeL",
-                     default_prompt="{source}\nSummary:")
+                     default_prompt="{source}\nSummary:", endpoint="/v1/summarize", output_field="summary")

@@ -29,4 +29,4 @@ class Translation(TextToText):
 
 
 TASK = Translation(name="translation", default_metrics=("sacrebleu", "chrf"), best_metric="sacrebleu.score",
-                   default_prompt="{source}\nTranslation:")
+                   default_prompt="{source}\nTranslation:", endpoint="/v1/translate", output_field="translation")
