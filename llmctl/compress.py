@@ -30,12 +30,11 @@ from the safetensors file: no pickle is read. `llmctl.modeling.load_pretrained` 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 

@@ -1,7 +1,8 @@
 """`make bench`: the speed and memory figures llmctl promises, measured and printed (never asserted in tests).
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
-    python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan
+    python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
+                                     # compress, serve
 """
 
 from __future__ import annotations
@@ -198,9 +199,22 @@ def bench_plan() -> None:
         "before activations; beyond: FSDP or DeepSpeed ZeRO-3 shard it over the GPUs")
 
 
+def bench_compress() -> None:
+    from bench_deploy import bench_compress as run
+
+    run()
+
+
+def bench_serve() -> None:
+    from bench_deploy import bench_serve as run
+
+    run()
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
-           "train": bench_train, "resume": bench_resume, "plan": bench_plan}
+           "train": bench_train, "resume": bench_resume, "plan": bench_plan,
+           "compress": bench_compress, "serve": bench_serve}
 
 
 def main() -> None:

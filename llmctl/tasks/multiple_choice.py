@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from llmctl.tasks.base import Predictions, RecordCheck, Spec, Task, compute_metrics
+from llmctl.tasks.base import Predictions, RecordCheck, Task, compute_metrics
 
 CONTEXT_COLUMN = "sent1"
 START_COLUMN = "sent2"
