@@ -204,7 +204,10 @@ def test_csv_written_by_a_csv_writer(tmp_path_factory, header, rows, delimiter):
         return
     p = write(tmp_path_factory.mktemp("f"), "x.csv" if delimiter == "," else "x.tsv", buf.getvalue())
     got = outcome("csv", read_all, p)
-    simple = delimiter == "," and all(len(r) == len(header) and any(c.strip() for c in r) for r in rows)
+    # A carriage return is not in the writer's line terminator ("\n"), so it is written unquoted, and every CSV
+    # reader takes a bare CR for the end of a row: such files are malformed, not "simple".
+    simple = delimiter == "," and all(len(r) == len(header) and any(c.strip() for c in r)
+                                      and not any("\r" in c for c in r) for r in rows)
     if simple:
         assert not isinstance(got, Exception), got
         assert [rec for _, rec in got] == [dict(zip(header, r)) for r in rows]
