@@ -17,7 +17,6 @@ to `step-N` and fsyncs the parent; older checkpoints are pruned only after the n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -25,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from llmctl import runs
+from llmctl.runs import sha256
 
 FORMAT = 1
 MANIFEST = "checkpoint.json"
@@ -36,14 +36,6 @@ class CheckpointError(Exception):
 
 
 # ------------------------------------------------------------------------------------------------- files
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj) -> None:

@@ -352,9 +352,11 @@ def preprocess(
             })
             return
         # The shard's own lock, not the run's: the K jobs of one run directory work side by side.
+        # The marker goes in before the shard's lock creates data/, so that a sibling job starting at the same
+        # moment sees a marked run directory, not a foreign one.
         runs.check_output_dir(root)
+        runs.mark_run(root, "preprocess")
         with _locked(target):
-            runs.mark_run(root, "preprocess")
             _write_recipe(r, run)
             data.prepare_shard(r, run, index, count, console)
         return

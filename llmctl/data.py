@@ -20,8 +20,8 @@ from pathlib import Path
 
 from llmctl import runs
 
-# Bump when the preprocessed layout changes, so old caches are rebuilt.
-FORMAT_VERSION = 1
+# Bump when the preprocessed layout changes, so old caches are rebuilt. 2: blocks of uint16/uint32, not int32.
+FORMAT_VERSION = 2
 READABLE = (".txt", ".text", ".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
@@ -414,71 +414,251 @@ def load_hub_text(dataset_id: str, config: str, column: str, cache_dir: Path):
 
 
 # -------------------------------------------------------------------------------------------- tokenize and pack
+#
+# Documents are read from the Arrow table a record batch at a time (DOCS_PER_TASK documents) and tokenized in
+# worker processes by the Rust tokenizer's batch encoder; each batch comes back as one flat array of compact integers
+# (`token_dtype`: uint16 when every id fits, else uint32) holding each document's ids followed by EOS. Packing cuts
+# that stream into blocks with numpy and writes them as Arrow list arrays, carrying the remainder from one array to
+# the next. No token goes through a Python list of lists after the encoder, and memory holds a few batches in
+# flight whatever the size of the corpus.
+
+DOCS_PER_TASK = 1000  # documents per worker task: about 0.1-0.3 s of tokenizing for documents of a few hundred words
 
 
-def _tokenize_batch(batch, tokenizer, eos_id):
-    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-    return {"input_ids": [x + [eos_id] for x in ids]}
+def token_dtype(tokenizer):
+    """The integer type packed blocks are stored as: uint16 when every token id of `tokenizer` fits, else uint32."""
+    import numpy as np
+
+    top = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=0) + 1)
+    return np.dtype(np.uint16) if top <= 1 << 16 else np.dtype(np.uint32)
 
 
-def tokenize(ds, tokenizer, *, num_proc: int, desc: str):
-    """Tokenize documents and append EOS to each, so packed blocks keep document boundaries visible."""
-    import datasets
-
-    eos_id = tokenizer.eos_token_id
-    if eos_id is None:
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token; set tokenizer.eos_token or use another tokenizer")
-    # Worker processes only pay off on large corpora: the Rust tokenizer already uses several threads.
-    procs = max(1, min(num_proc, len(ds) // 20_000))
-    return ds.map(
-        _tokenize_batch,
-        batched=True,
-        batch_size=1000,
-        remove_columns=ds.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "eos_id": eos_id},
-        features=datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))}),
-        num_proc=procs if procs > 1 else None,
-        desc=desc,
-    )
+    return tokenizer.eos_token_id
 
 
-def pack(tokenized, block_size: int, out_file: Path, progress=None) -> dict:
-    """Concatenate all token sequences and cut them into blocks of `block_size`, streaming.
+class _Encoder:
+    """Tokenizes a list of documents into one flat array, each document's ids then EOS: the ids of
+    `tokenizer(texts, add_special_tokens=False)` taken from the Rust tokenizer directly, without offsets, attention
+    masks or a BatchEncoding."""
 
-    The last block holds the remainder and may be shorter (the collator pads it and masks the padding out of
-    the loss), so every token appears exactly once. Writes an Arrow stream file with one `input_ids` column.
-    """
+    def __init__(self, tokenizer):
+        from tokenizers import Tokenizer
+
+        self.eos = _eos_id(tokenizer)
+        self.dtype = token_dtype(tokenizer)
+        # A copy set up the way `tokenizer(...)` sets its backend before encoding: no truncation, no padding, the
+        # text of special tokens split or not as the tokenizer says.
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        self.backend = backend
+
+    def __call__(self, texts: list[str]):
+        """(flat ids, per-document lengths with the EOS counted)."""
+        from itertools import chain
+
+        import numpy as np
+
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)  # _fast: no offsets
+        ids = [e.ids for e in encode(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1
+        flat = np.full(int(lengths.sum()), self.eos, dtype=self.dtype)
+        body = np.ones(len(flat), dtype=bool)
+        body[np.cumsum(lengths) - 1] = False
+        flat[body] = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=len(flat) - len(ids))
+        return flat, lengths
+
+
+_worker_encoder = None  # the _Encoder of a worker process
+
+
+def _worker_start(encoder) -> None:
+    import signal
+
+    global _worker_encoder
+    # Ctrl-C and termination are the parent's to handle (it stops the workers); a worker printing its own
+    # KeyboardInterrupt traceback would break the one-line error contract.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker_encoder = encoder
+
+
+def _worker_encode(texts: list[str]):
+    return _worker_encoder(texts)
+
+
+def workers(num_proc: int, documents: int | None) -> int:
+    """Worker processes worth starting: at most `num_proc` and the CPUs this process may use, and no more than
+    there are batches of documents (1: tokenize in this process)."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    n = min(num_proc, cpus)
+    if documents is not None:
+        n = min(n, -(-documents // DOCS_PER_TASK))
+    return max(1, n)
+
+
+def encode_batches(text_batches, tokenizer, *, num_proc: int = 1):
+    """(flat ids, document lengths) for each list of documents of `text_batches`, in order, as `_Encoder` makes
+    them. With num_proc > 1 the batches are tokenized in that many worker processes, forked (the tokenizer is not
+    pickled; each worker tokenizes on one thread), at most two batches per worker in flight. A worker that dies
+    (killed for memory) is a DataError, not a hang."""
+    import gc
+    import multiprocessing
+    import os
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    encoder = _Encoder(tokenizer)
+    if num_proc <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for texts in text_batches:
+            yield encoder(texts)
+        return
+    # Set across the fork only: one Rust thread per worker, and no warning from tokenizers about forking a process
+    # whose thread pool has run (BPE training runs it).
+    unset = "TOKENIZERS_PARALLELISM" not in os.environ
+    if unset:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # The objects that exist now are left out of the workers' garbage collections, which would otherwise write to
+    # (and so copy) every page of the parent's heap that the fork shares with them.
+    gc.freeze()
+    pool = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
+                               initargs=(encoder,))
+    try:
+        pool.submit(int).result()  # with fork, the first task starts every worker: here, inside this window
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        gc.unfreeze()
+        if unset:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+    try:
+        pending = deque()
+        for texts in text_batches:
+            pending.append(pool.submit(_worker_encode, texts))
+            if len(pending) > 2 * num_proc:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise DataError(f"a tokenizer worker process died (out of memory?); set data.num_proc below {num_proc} "
+                        "or give the machine more memory") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def text_batches(ds, rows: int | None = None):
+    """The `text` column of a Dataset as lists of strings, `rows` (DOCS_PER_TASK) documents at a time, read as
+    Arrow record batches (`column_batches`)."""
+    for texts in column_batches(ds, "text", rows or DOCS_PER_TASK):
+        yield texts.to_pylist()
+
+
+def _block_schema(dtype):
+    import pyarrow as pa
+
+    return pa.schema([("input_ids", pa.list_(pa.from_numpy_dtype(dtype)))])
+
+
+def _list_batch(values, offsets, schema):
     import numpy as np
     import pyarrow as pa
 
-    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
-    carry = np.empty(0, dtype=np.int32)
+    arr = pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32)), pa.array(values))
+    return pa.record_batch([arr], schema=schema)
+
+
+def _write_blocks(arrays, block_size: int, out_file: Path, dtype) -> dict:
+    """Cut a stream of flat token arrays into blocks of `block_size`, carrying the remainder from one array to the
+    next, and write them to an Arrow stream file with one `input_ids` column (lists of `dtype`). The last block
+    holds the remainder and may be shorter (the collator pads it and masks the padding out of the loss), so every
+    token appears exactly once."""
+    import numpy as np
+    import pyarrow as pa
+
+    dtype = np.dtype(dtype)
+    schema = _block_schema(dtype)
+    carry = np.empty(0, dtype=dtype)
     n_tokens = n_blocks = 0
     with pa.OSFile(str(out_file), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-
-        def emit(values):
-            nonlocal n_blocks
-            full = len(values) // block_size
-            sizes = [block_size] * full if full else [len(values)]
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
-            arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[: offsets[-1]], type=pa.int32()))
-            writer.write_batch(pa.record_batch([arr], schema=schema))
-            n_blocks += len(sizes)
-
-        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
-            col = table.column("input_ids").combine_chunks()
-            values = col.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        for values in arrays:
+            values = np.asarray(values).astype(dtype, copy=False)
             n_tokens += len(values)
-            values = np.concatenate([carry, values]) if len(carry) else values
-            full = (len(values) // block_size) * block_size
+            if len(carry):
+                values = np.concatenate([carry, values])
+            full = len(values) // block_size * block_size
             if full:
-                emit(values[:full])
+                writer.write_batch(_list_batch(values[:full], np.arange(0, full + 1, block_size), schema))
+                n_blocks += full // block_size
             carry = values[full:].copy()
+        if len(carry):
+            writer.write_batch(_list_batch(carry, [0, len(carry)], schema))
+            n_blocks += 1
+    return {"tokens": int(n_tokens), "blocks": int(n_blocks)}
+
+
+def tokenize_and_pack(batches, tokenizer, block_size: int, out_file: Path, *, num_proc: int = 1,
+                      progress=None) -> dict:
+    """Tokenize lists of documents (EOS after each) and pack the tokens into blocks of `block_size` in `out_file`,
+    in one pass and without a tokenized copy of the corpus: {"tokens", "blocks"}. `progress(n)` is called with the
+    number of documents of each batch done."""
+
+    def flats():
+        for flat, lengths in encode_batches(batches, tokenizer, num_proc=num_proc):
+            if progress is not None:
+                progress(len(lengths))
+            yield flat
+
+    return _write_blocks(flats(), block_size, out_file, token_dtype(tokenizer))
+
+
+def tokenize(ds, tokenizer, *, num_proc: int, desc: str = ""):
+    """Tokenize documents and append EOS to each, so packed blocks keep document boundaries visible: a Dataset with
+    one `input_ids` list (of `token_dtype`) per document, memory-mapped from a file in datasets' temporary cache
+    directory. `tokenize_and_pack` does both steps in one pass; this is for callers that need the documents."""
+    import os
+
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+    from datasets.fingerprint import get_temporary_cache_files_directory
+
+    schema = _block_schema(token_dtype(tokenizer))
+    fd, name = tempfile.mkstemp(prefix="tokenized-", suffix=".arrow", dir=get_temporary_cache_files_directory())
+    os.close(fd)
+    with pa.OSFile(name, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for flat, lengths in encode_batches(text_batches(ds), tokenizer, num_proc=workers(num_proc, len(ds))):
+            writer.write_batch(_list_batch(flat, np.concatenate([[0], np.cumsum(lengths)]), schema))
+    return datasets.Dataset.from_file(name)
+
+
+def pack(tokenized, block_size: int, out_file: Path, progress=None) -> dict:
+    """Concatenate the token sequences of a tokenized Dataset (an `input_ids` column) and cut them into blocks of
+    `block_size`, streaming, into an Arrow stream file as `_write_blocks` does. The blocks keep the column's
+    integer type when it is unsigned (what `tokenize` writes), else they are int32."""
+    import numpy as np
+    import pyarrow as pa
+
+    value_type = tokenized.data.schema.field("input_ids").type.value_type
+    dtype = np.dtype(value_type.to_pandas_dtype()) if pa.types.is_unsigned_integer(value_type) else np.dtype(np.int32)
+
+    def arrays():
+        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
+            yield table.column("input_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             if progress is not None:
                 progress(len(table))
-        if len(carry):
-            emit(carry)
-    return {"tokens": int(n_tokens), "blocks": int(n_blocks)}
+
+    return _write_blocks(arrays(), block_size, out_file, dtype)
 
 
 def token_counts(blocks, vocab_size: int):
@@ -486,10 +666,47 @@ def token_counts(blocks, vocab_size: int):
     import numpy as np
 
     counts = np.zeros(vocab_size, dtype=np.float64)
-    for table in blocks.with_format("arrow").iter(batch_size=10_000):
-        vals = table.column("input_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    for column in column_batches(blocks, "input_ids", 1000):
+        vals = column.flatten().to_numpy(zero_copy_only=False)
         counts += np.bincount(vals, minlength=vocab_size)[:vocab_size]
     return counts
+
+
+def column_batches(ds, column: str, rows: int):
+    """One column of a Dataset as Arrow arrays of `rows` rows (the last one shorter), in order.
+
+    A Dataset that is exactly one Arrow file (packed blocks, a split saved with `save_to_disk`, documents read
+    into the cache; no index mapping, no slice) is read with plain reads, a record batch at a time. Read through
+    the memory map instead, every page read would stay in the process's resident memory until the end, so peak
+    RSS would grow with the corpus."""
+    import pyarrow as pa
+
+    table = ds.data
+    replays = getattr(table, "replays", None)
+    whole_file = (getattr(ds, "_indices", None) is None and getattr(table, "path", None) and replays is not None
+                  and all(op in ("replace_schema_metadata", "select") for op, _, _ in replays))
+    if whole_file:
+        try:
+            reader = pa.ipc.open_stream(pa.OSFile(table.path))
+        except (OSError, pa.ArrowInvalid):  # not an Arrow stream file: read through datasets
+            reader = None
+        if reader is not None:
+            pending, n = [], 0  # the file's record batches, regrouped into `rows` rows
+            with reader:
+                for batch in reader:
+                    values, start = batch.column(batch.schema.get_field_index(column)), 0
+                    while start < len(values):
+                        take = min(rows - n, len(values) - start)
+                        pending.append(values.slice(start, take))
+                        n, start = n + take, start + take
+                        if n == rows:
+                            yield pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
+                            pending, n = [], 0
+            if pending:
+                yield pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
+            return
+    for part in ds.with_format("arrow").iter(batch_size=rows):
+        yield part.column(column).combine_chunks()
 
 
 def unigram_perplexity(counts, validation) -> float:
@@ -527,11 +744,7 @@ class Prepared:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return runs.sha256(path)
 
 
 def cache_key(recipe) -> str:
@@ -632,16 +845,24 @@ def _make_tokenizer(recipe, train_raw, console, say):
 
 
 def _tokenize_and_pack(split_ds, tok, split_name: str, recipe, work: Path, console):
-    """Tokenize one split and pack it into `work/<split>.arrow`: (the packed blocks, {"tokens", "blocks"})."""
+    """Tokenize one split and pack it into `work/<split>.arrow` in one pass, in `data.num_proc` worker processes:
+    (the packed blocks, {"tokens", "blocks"})."""
     import datasets
     from rich.progress import Progress
 
     d = recipe.data
-    ids = tokenize(split_ds, tok, num_proc=d.num_proc, desc=f"tokenize {split_name}")
     arrow_file = work / f"{split_name}.arrow"
-    with Progress(console=console, transient=True, disable=console is None) as bar:
-        task = bar.add_task(f"pack {split_name}", total=len(ids))
-        packed = pack(ids, d.block_size, arrow_file, progress=lambda n: bar.advance(task, n))
+    # Refreshed here rather than by rich's thread: the workers are forked, and a fork should copy no thread that
+    # might hold the console's lock.
+    with Progress(console=console, transient=True, disable=console is None, auto_refresh=False) as bar:
+        task = bar.add_task(f"tokenize and pack {split_name}", total=len(split_ds))
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            bar.refresh()
+
+        packed = tokenize_and_pack(text_batches(split_ds), tok, d.block_size, arrow_file,
+                                   num_proc=workers(d.num_proc, len(split_ds)), progress=advance)
     return datasets.Dataset.from_file(str(arrow_file)), packed
 
 

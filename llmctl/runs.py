@@ -194,7 +194,10 @@ def check_output_dir(root: Path) -> str:
     if not root.exists():
         return "new"
     try:
-        names = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME)
+        # llmctl's lock file, and a marker being written by another llmctl process right now (write_text's
+        # temporary name), do not make a directory foreign.
+        names = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME
+                       and not (p.name.startswith(f".{MARKER_NAME}.") and p.name.endswith(".tmp")))
     except OSError as exc:
         raise RunError(f"{root}: cannot read this output directory: {exc.strerror or exc}") from None
     if not names:
@@ -284,6 +287,17 @@ def temp_dir(prefix: str, parent: Path | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- durability
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex (read 1 MiB at a time)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fsync_path(path: Path) -> None:

@@ -13,7 +13,6 @@ of `llmctl.data.prepare`; only the split differs, so the key says "streaming".
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -89,20 +88,17 @@ def prepare(recipe, run: runs.Run, console=None) -> data.Prepared:
                 "documents")
             tok = tok_mod.train_for(t, _texts(train_docs))
         tok.save_pretrained(work / "tokenizer")
-        eos = tok.eos_token_id
-        if eos is None:
-            raise data.DataError("the tokenizer has no EOS token; set tokenizer.eos_token or use another tokenizer")
         stats, out = {"documents": {}}, {}
         for name, docs in (("train", train_docs), ("validation", val_docs)):
             counted = {"n": 0}
 
-            def count(batch, counted=counted):
-                counted["n"] += len(batch["text"])
-                return batch
+            def count(n: int, counted=counted) -> None:
+                counted["n"] += n
 
-            ids = docs.map(count, batched=True).map(data._tokenize_batch, batched=True, remove_columns=["text"],
-                                                    fn_kwargs={"tokenizer": tok, "eos_id": eos})
-            stats[name] = data.pack(ids, d.block_size, work / f"{name}.arrow")
+            # The stream's length is unknown: as many workers as data.num_proc and the CPUs allow.
+            stats[name] = data.tokenize_and_pack(_texts(docs, data.DOCS_PER_TASK), tok, d.block_size,
+                                                 work / f"{name}.arrow", num_proc=data.workers(d.num_proc, None),
+                                                 progress=count)
             stats["documents"][name] = counted["n"]
             out[name] = datasets.Dataset.from_file(str(work / f"{name}.arrow"))
         if stats["train"]["tokens"] == 0:

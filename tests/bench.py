@@ -2,7 +2,7 @@
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
     python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
-                                     # compress, serve
+                                     # preprocess-peer, compress, serve
 """
 
 from __future__ import annotations
@@ -211,10 +211,16 @@ def bench_serve() -> None:
     run()
 
 
+def bench_preprocess_peer() -> None:
+    from bench_prep import bench_preprocess_vs_peer
+
+    bench_preprocess_vs_peer()
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
            "train": bench_train, "resume": bench_resume, "plan": bench_plan,
-           "compress": bench_compress, "serve": bench_serve}
+           "preprocess-peer": bench_preprocess_peer, "compress": bench_compress, "serve": bench_serve}
 
 
 def main() -> None:
