@@ -166,6 +166,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         resume=resume,
         console=out,
         own_share=share.smallest if share else None,
+        static_shapes=True,  # packed blocks of data.block_size tokens, every micro-batch full
         fingerprint=checkpoint.fingerprint(recipe),
     )
     shards_read = _shards_by_process(share)
@@ -202,6 +203,8 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         }
         if result.mfu is not None:
             results["mfu"] = result.mfu
+        if result.compile_seconds is not None:
+            results["compile_seconds"] = result.compile_seconds
         if shards_read:
             results["shards_by_process"] = shards_read
         if results["unigram_perplexity"] and results["val_perplexity"]:

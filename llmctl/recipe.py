@@ -116,8 +116,13 @@ class TrainSection(_Section):
     beta2: float = Field(0.95, ge=0, lt=1)
     # Max global gradient norm; 0 disables clipping.
     grad_clip: float = Field(1.0, ge=0)
-    # auto: fp32 on CPU, bf16 on a GPU that supports it, else fp16.
+    # auto: on a GPU bf16 where supported, else fp16 with a gradient scaler; on a CPU bf16 autocast when it has
+    # native bf16 (AMX / AVX512-BF16, confirmed by a short GEMM probe cached per machine), else fp32. "bf16"
+    # works on any CPU (without native bf16 it is far slower than fp32); "fp16" needs a GPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # torch.compile of the model for the training steps. auto: only when the batches have static shapes
+    # (pretraining), on one process, for runs long enough to pay back the compile time (llmctl/compile.py).
+    compile: Literal["auto"] | bool = "auto"
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(100, gt=0)
     # Validation micro-batches per evaluation; 0 = the whole validation split.

@@ -83,19 +83,15 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> fl
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def precision_for(choice: str) -> str:
-    """Accelerate's mixed_precision value for the recipe's precision."""
-    import torch
+def precision_for(choice: str):
+    """The recipe's precision resolved for this machine (llmctl/precision.py): a Choice with Accelerate's
+    mixed_precision value, a label and the one-line reason."""
+    from llmctl import precision
 
-    if choice == "fp32":
-        return "no"
-    if choice in ("bf16", "fp16"):
-        if not torch.cuda.is_available():
-            raise TrainError(f"train.precision = {choice!r} needs a GPU; use \"auto\" or \"fp32\" on CPU")
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    try:
+        return precision.resolve(choice)
+    except precision.PrecisionError as exc:
+        raise TrainError(str(exc)) from None
 
 
 # The package each tracker needs (tensorboard: torch.utils.tensorboard writes with the tensorboard package).
@@ -105,7 +101,8 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 def make_accelerator(choice: str, *, seed: int, report_to: list[str] = (), run: runs.Run | None = None):
     """(Accelerator, precision label) for a training command. cpu=True without GPUs lets a multi-process launch
     (accelerate launch, torchrun) form a gloo group on the CPU. `report_to` names experiment trackers, which
-    write under <run>/tracking/."""
+    write under <run>/tracking/. The whole precision choice, reason included, is `accelerator.precision_choice`
+    (fit prints it)."""
     import importlib.util
 
     import torch
@@ -116,11 +113,12 @@ def make_accelerator(choice: str, *, seed: int, report_to: list[str] = (), run: 
         if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
             raise TrainError(f"train.report_to: {name} needs the {TRACKER_PACKAGES[name]!r} package, which is not "
                              "installed")
-    mixed = precision_for(choice)
+    chosen = precision_for(choice)
     tracking = {"log_with": list(report_to), "project_dir": str(run.root / "tracking")} if report_to and run else {}
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(), **tracking)
+    accelerator = Accelerator(mixed_precision=chosen.mixed_precision, cpu=not torch.cuda.is_available(), **tracking)
+    accelerator.precision_choice = chosen
     set_seed(seed)
-    return accelerator, "fp32" if mixed == "no" else mixed
+    return accelerator, chosen.label
 
 
 @dataclass
@@ -134,6 +132,7 @@ class FitResult:
     state: dict = field(default_factory=dict)
     model: object = None  # the prepared (wrapped) model, for exporting with the accelerator
     mfu: float | None = None  # model FLOPs utilisation over the run, on GPUs whose peak is known
+    compile_seconds: float | None = None  # torch.compile's one-off cost (None: not compiled), outside `seconds`
 
 
 # ---------------------------------------------------------------------------------------------- set-up steps
@@ -378,6 +377,7 @@ def fit(
     on_eval: Callable[[int, dict, object, dict], bool] | None = None,
     own_share: int | None = None,
     fingerprint: dict | None = None,
+    static_shapes: bool = False,
 ) -> FitResult:
     """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
 
@@ -390,6 +390,9 @@ def fit(
 
     `fingerprint` (what the run is made from, `checkpoint.fingerprint`) is kept in every checkpoint, so that a
     resume can tell whether the data changed.
+
+    `static_shapes`: every micro-batch has the same shape (packed pretraining blocks), so `train.compile =
+    "auto"` may compile the model once for the whole run (llmctl/compile.py).
     """
     from torch.utils.data import DataLoader
 
@@ -438,6 +441,8 @@ def fit(
         if on_eval is not None:
             on_eval(0, last_eval, model, state)
 
+    train_model, compile_seconds = _compiled(accelerator, model, train_ds, collate, cfg, console,
+                                             steps=cfg.max_steps - step, static_shapes=static_shapes)
     batches = micro_batches(loader, sampler, step * accum, len(sampler) // per_chunk, per_chunk,
                             device=accelerator.device if own else None)
     window = Window(accelerator)
@@ -452,7 +457,8 @@ def fit(
     with StopSignals(accelerator) as stop:
         try:
             while step < cfg.max_steps and not stop_early:
-                grad_norm, finite = train_step(accelerator, model, optimizer, schedule, batches, accum, cfg, window)
+                grad_norm, finite = train_step(accelerator, train_model, optimizer, schedule, batches, accum, cfg,
+                                               window)
                 step += 1
                 if not finite:
                     state["skipped_nonfinite"] = state.get("skipped_nonfinite", 0) + 1
@@ -501,7 +507,32 @@ def fit(
     mfu = flops.mfu_since(session_start)
     return FitResult(step=step, tokens_seen=state["tokens_seen"], train_loss=train_loss, eval=last_eval,
                      seconds=seconds, tokens_per_sec=state["tokens_seen"] / seconds if seconds > 0 else 0.0,
-                     state=state, model=model, mfu=mfu)
+                     state=state, model=model, mfu=mfu, compile_seconds=compile_seconds)
+
+
+def _compiled(accelerator, model, train_ds, collate, cfg, console, *, steps: int, static_shapes: bool):
+    """(the model the training steps call, compile seconds or None). Prints the precision and compile choices.
+    The compiled module shares the parameters of `model`, which evaluation, checkpoints and export keep using."""
+    from accelerate.utils import send_to_device
+
+    from llmctl import compile as compiling
+
+    chosen = getattr(accelerator, "precision_choice", None)
+    if console is not None and chosen is not None:
+        console.print(f"precision: {chosen}", highlight=False)
+    wanted, why = compiling.decide(cfg.compile, steps=steps, static_shapes=static_shapes,
+                                   world=accelerator.num_processes)
+    if not wanted:
+        if console is not None:
+            console.print(f"compile: no ({why})", highlight=False)
+        return model, None
+    compiled = compiling.compile_model(model, static_shapes=static_shapes)
+    # A micro-batch like the run's: compiling happens here, not in the first timed step.
+    batch = collate([train_ds[i % len(train_ds)] for i in range(cfg.micro_batch_size)])
+    seconds = compiling.warm_up(compiled, send_to_device(batch, accelerator.device), accelerator)
+    if console is not None:
+        console.print(f"compile: yes ({why}); {seconds:.1f} s, not counted in tokens/s", highlight=False)
+    return compiled, round(seconds, 2)
 
 
 def micro_batches(loader, sampler, start_micro: int, per_epoch: int, per_chunk: int, device=None):

@@ -2,7 +2,7 @@
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
     python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
-                                     # preprocess-peer, compress, serve
+                                     # preprocess-peer, pretrain-peers, compress, serve
 """
 
 from __future__ import annotations
@@ -217,10 +217,18 @@ def bench_preprocess_peer() -> None:
     bench_preprocess_vs_peer()
 
 
+def bench_pretrain_peers() -> None:
+    from bench_train import bench_pretrain_vs_peers, bench_step_variants
+
+    bench_step_variants("demo")
+    bench_pretrain_vs_peers()
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
            "train": bench_train, "resume": bench_resume, "plan": bench_plan,
-           "preprocess-peer": bench_preprocess_peer, "compress": bench_compress, "serve": bench_serve}
+           "preprocess-peer": bench_preprocess_peer, "pretrain-peers": bench_pretrain_peers,
+           "compress": bench_compress, "serve": bench_serve}
 
 
 def main() -> None:

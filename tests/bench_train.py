@@ -1,0 +1,260 @@
+"""Pretraining speed against its peers, measured in one run on one machine (issue 9, part 7; printed, never
+asserted).
+
+    python tests/bench_train.py             # both shapes, two rounds: about 30 minutes on 2 quiet CPU cores
+    python tests/bench_train.py demo        # one shape: demo (gpt-small) or 13.9M
+    python tests/bench_train.py 13.9M --steps 12 --repeats 2   # shorter runs on a busy machine
+    python tests/bench_train.py --variants  # only fp32/bf16 x eager/compiled training steps, in one process
+
+For each shape: `llmctl pretrain` in fp32 and bf16, eager and compiled (train.compile = true), transformers'
+`Trainer` with its defaults and with its best settings (bf16 + torch.compile; tests/peers/trainer_peer.py), all on
+the same packed blocks, alternating, in `--repeats` rounds; each figure is the best of its rounds. Tokens/s is the
+steady rate (llmctl: the log windows after the first; Trainer: after as many steps), so compile time is left out
+and reported on its own line (the first round's compiles are cold: the inductor cache starts empty). MFU is
+against the GEMM peak of the same precision, measured in this process around the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+# name -> (recipe overrides, the same shape for the peer, optimizer steps per run)
+SHAPES = {
+    "demo": dict(layers=4, width=192, heads=4, vocab=4096, block=128, batch=32, micro=16, steps=40),
+    "13.9M": dict(layers=6, width=384, heads=6, vocab=8192, block=256, batch=8, micro=8, steps=30),
+}
+
+
+def log_every(shape: dict) -> int:
+    """Four log windows per run; the first (warm-up) is left out of the steady rate, on both sides."""
+    return max(1, shape["steps"] // 4)
+
+
+def row(name: str, value: str, note: str = "") -> None:
+    print(f"{name:<44} {value:>16}  {note}", flush=True)
+
+
+def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
+    """FLOP/s of an n^3 matrix product in fp32 or bf16 on this CPU, best of `reps` after a warm-up."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def _sets(shape: dict) -> list[str]:
+    config = (f"{{ n_layer = {shape['layers']}, n_head = {shape['heads']}, n_embd = {shape['width']}, "
+              "resid_pdrop = 0.0, embd_pdrop = 0.0, attn_pdrop = 0.0 }")
+    pairs = [f"model.config={config}", f"tokenizer.vocab_size={shape['vocab']}", f"data.block_size={shape['block']}",
+             f"train.batch_size={shape['batch']}", f"train.micro_batch_size={shape['micro']}",
+             f"train.max_steps={shape['steps']}", f"train.log_every={log_every(shape)}",
+             f"train.eval_every={shape['steps']}", f"train.checkpoint_every={shape['steps']}", "train.eval_batches=2",
+             "sample.prompts=[]"]
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def _run(cmd: list[str], env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def llmctl_run(run: Path, shape: dict, precision: str, compiled: bool, env: dict) -> dict:
+    """One short `llmctl pretrain` on the prepared run directory: steady tokens/s, compile seconds, losses."""
+    _run([sys.executable, "-m", "llmctl", "pretrain", "recipes/gpt-small.toml", "-o", str(run), "--overwrite",
+          *_sets(shape), "--set", f'train.precision="{precision}"', "--set",
+          f"train.compile={'true' if compiled else 'false'}"], env)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rates = [r["tokens_per_sec"] for r in log if r.get("tokens_per_sec")][1:]
+    results = json.loads((run / "results.json").read_text())
+    return {"tokens_per_sec": statistics.mean(rates), "compile_seconds": results.get("compile_seconds"),
+            "val_loss": results.get("val_loss"), "precision": results.get("precision")}
+
+
+def trainer_run(run: Path, shape: dict, mode: str, env: dict) -> dict:
+    out = _run([sys.executable, str(ROOT / "tests" / "peers" / "trainer_peer.py"), str(run),
+                "--layers", str(shape["layers"]), "--width", str(shape["width"]), "--heads", str(shape["heads"]),
+                "--batch-size", str(shape["batch"]), "--micro-batch-size", str(shape["micro"]),
+                "--steps", str(shape["steps"]), "--skip", str(log_every(shape)), "--mode", mode], env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def flops_per_token(shape: dict, vocab: int) -> float:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmctl import flops
+
+    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
+                                  n_positions=shape["block"], vocab_size=vocab, bos_token_id=0, eos_token_id=0)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return flops.flops_per_token(model, shape["block"])
+
+
+def bench_shape(name: str, shape: dict, tmp: Path, repeats: int = 2) -> None:
+    env = {**ENV, "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}  # every compile cold
+    run = tmp / name
+    _run([sys.executable, "-m", "llmctl", "preprocess", "recipes/gpt-small.toml", "-o", str(run), *_sets(shape)], env)
+    vocab = json.loads((run / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    per_token = flops_per_token(shape, len(vocab))
+    peaks = {"fp32": gemm_peak("fp32"), "bf16": gemm_peak("bf16")}
+    got = {}
+    # Alternating llmctl and its peers, `repeats` rounds, each figure the best of its rounds: other work on a
+    # shared machine only ever slows a run down. The first round's compiles are cold, later ones warm.
+    jobs = (
+        ("llmctl fp32", lambda: llmctl_run(run, shape, "fp32", False, env)),
+        ("Trainer default", lambda: trainer_run(run, shape, "default", env)),
+        ("llmctl bf16", lambda: llmctl_run(run, shape, "bf16", False, env)),
+        ("Trainer best", lambda: trainer_run(run, shape, "best", env)),
+        ("llmctl bf16 compiled", lambda: llmctl_run(run, shape, "bf16", True, env)),
+        ("llmctl fp32 compiled", lambda: llmctl_run(run, shape, "fp32", True, env)),
+    )
+    for round_ in range(repeats):
+        for key, job in jobs:
+            r = job()
+            print(f"    round {round_ + 1} {key}: {r['tokens_per_sec']:,.0f} tok/s"
+                  + (f", compile {r['compile_seconds']:.1f} s" if r.get("compile_seconds") else ""), flush=True)
+            if key not in got:
+                got[key] = {**r, "compile_warm": None}
+            else:
+                got[key]["tokens_per_sec"] = max(got[key]["tokens_per_sec"], r["tokens_per_sec"])
+                got[key]["compile_warm"] = r.get("compile_seconds")
+        for precision in peaks:  # the best of the measurements around the rounds is the peak
+            peaks[precision] = max(peaks[precision], gemm_peak(precision))
+
+    params = f"{shape['layers']} layers x {shape['width']}, vocab {len(vocab):,}, seq {shape['block']}, " \
+             f"batch {shape['batch']}, {shape['steps']} steps"
+    print(f"\npretrain {name} ({params}); {per_token / 1e6:.1f} MFLOP per token")
+    row("  GEMM peak fp32 / bf16 (2048^3, this run)", f"{peaks['fp32'] / 1e9:,.0f} / {peaks['bf16'] / 1e9:,.0f}",
+        f"GFLOP/s; bf16 {peaks['bf16'] / peaks['fp32']:.1f}x")
+    for key, r in got.items():
+        precision = "bf16" if ("bf16" in key or key == "Trainer best") else "fp32"
+        mfu = r["tokens_per_sec"] * per_token / peaks[precision]
+        note = f"MFU {mfu:.2f} of the {precision} GEMM peak"
+        if r.get("compile_seconds") is not None:
+            note += f"; compile {r['compile_seconds']:.1f} s (not in tokens/s)"
+        if r.get("val_loss") is not None:
+            note += f"; val loss {r['val_loss']:.3f}"
+        row(f"  {key}", f"{r['tokens_per_sec']:,.0f} tok/s", note)
+    best_llmctl = max(("llmctl bf16 compiled", "llmctl bf16", "llmctl fp32 compiled", "llmctl fp32"),
+                      key=lambda k: got[k]["tokens_per_sec"])
+    rate = got[best_llmctl]["tokens_per_sec"]
+    row("  llmctl best / Trainer default", f"{rate / got['Trainer default']['tokens_per_sec']:.2f}x",
+        f"llmctl best = {best_llmctl}")
+    row("  llmctl best / Trainer best", f"{rate / got['Trainer best']['tokens_per_sec']:.2f}x",
+        "target >= 1.1x on a CPU with native bf16")
+    fp32_ratio = got["llmctl fp32"]["tokens_per_sec"] / got["Trainer default"]["tokens_per_sec"]
+    row("  llmctl fp32 / Trainer default", f"{fp32_ratio:.2f}x", "both fp32, eager")
+    for precision in ("fp32", "bf16"):
+        eager, comp = got[f"llmctl {precision}"], got[f"llmctl {precision} compiled"]
+        gain = 1 / eager["tokens_per_sec"] - 1 / comp["tokens_per_sec"]  # seconds saved per token
+        tokens_per_step = shape["batch"] * shape["block"]
+        payback = comp["compile_seconds"] / (gain * tokens_per_step) if gain > 0 and comp["compile_seconds"] else None
+        warm = f", {comp['compile_warm']:.1f} s warm" if comp.get("compile_warm") else ""
+        row(f"  compile gain, {precision}", f"{comp['tokens_per_sec'] / eager['tokens_per_sec']:.2f}x",
+            f"compile {comp['compile_seconds']:.1f} s cold{warm}; a cold compile pays back after "
+            + (f"{payback:,.0f} steps" if payback else "never (no gain)"))
+
+
+def bench_step_variants(name: str, rounds: int = 4) -> None:
+    """One process, one GPT-2 of the shape, four ways of running the same training step (fp32 / bf16 autocast,
+    eager / compiled, fused AdamW), interleaved step by step so that the machine's load falls on all of them
+    alike; tokens/s is the best of `rounds` pairs of steps. Isolates what bf16 and torch.compile buy from
+    everything else a run does (data, logging, evaluation)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = SHAPES[name]
+    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
+                                  n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    compiled = torch.compile(model, dynamic=False)
+    ids = torch.randint(0, shape["vocab"], (shape["micro"], shape["block"]))
+    accum = shape["batch"] // shape["micro"]
+
+    def step(net, bf16: bool) -> None:
+        for _ in range(accum):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = net(input_ids=ids, labels=ids).loss
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    variants = {"fp32 eager": (model, False), "bf16 eager": (model, True), "fp32 compiled": (compiled, False),
+                "bf16 compiled": (compiled, True)}
+    compile_s = {}
+    for key, (net, bf16) in variants.items():  # warm-up; for the compiled ones this is the (warm-cache) compile
+        start = time.perf_counter()
+        step(net, bf16)
+        compile_s[key] = time.perf_counter() - start
+    best = {key: float("inf") for key in variants}
+    for _ in range(rounds):
+        for key, (net, bf16) in variants.items():
+            start = time.perf_counter()
+            step(net, bf16)
+            step(net, bf16)
+            best[key] = min(best[key], (time.perf_counter() - start) / 2)
+    tokens = shape["batch"] * shape["block"]
+    print(f"\ntraining step variants, {name} shape, interleaved in one process (best of {rounds})")
+    for key in variants:
+        note = f"{best[key]:.3f} s per step of {tokens:,} tokens"
+        if "compiled" in key:
+            eager = best[key.replace("compiled", "eager")]
+            first = compile_s[key] - eager
+            note += f"; {eager / best[key]:.2f}x eager; first step (compile) {compile_s[key]:.1f} s"
+            if eager > best[key]:
+                note += f", pays back after {first / (eager - best[key]):,.0f} steps"
+        row(f"  {key}", f"{tokens / best[key]:,.0f} tok/s", note)
+    row("  bf16 / fp32, eager", f"{best['fp32 eager'] / best['bf16 eager']:.2f}x")
+
+
+def bench_pretrain_vs_peers(shapes: list[str] | None = None, steps: int | None = None, repeats: int = 2) -> None:
+    """make bench: llmctl pretrain against Trainer default and Trainer best, both shapes, with MFU.
+    `steps` overrides each shape's optimizer steps per run; each figure is the best of `repeats` rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in shapes or list(SHAPES):
+            shape = SHAPES[name] if steps is None else {**SHAPES[name], "steps": steps}
+            bench_shape(name, shape, Path(tmp), repeats)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="llmctl pretrain against transformers' Trainer, in one run")
+    ap.add_argument("shapes", nargs="*", metavar="SHAPE", help=f"any of {', '.join(SHAPES)} (default: all)")
+    ap.add_argument("--steps", type=int, help="optimizer steps per run (default: each shape's)")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds; each figure is the best of them")
+    ap.add_argument("--variants", action="store_true",
+                    help="only the training-step variants (fp32/bf16 x eager/compiled) in one process")
+    args = ap.parse_args()
+    unknown = [s for s in args.shapes if s not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
+    print(f"llmctl pretrain vs peers on {os.cpu_count()} CPU threads ({time.strftime('%Y-%m-%d %H:%M')})")
+    if args.variants:
+        for shape_name in args.shapes or list(SHAPES):
+            bench_step_variants(shape_name)
+    else:
+        bench_pretrain_vs_peers(args.shapes or None, args.steps, args.repeats)
