@@ -45,9 +45,9 @@ def resume_until_done(corpus, run, tries: int = 3) -> None:
 
 
 @pytest.mark.parametrize("fault", [
-    "checkpoint-files@2",   # step-8's files written, no manifest yet
+    pytest.param("checkpoint-files@2", marks=pytest.mark.slow),  # step-8's files written, no manifest yet
     "checkpoint-rename@2",  # step-8 complete in .tmp-step-8, not yet renamed
-    "checkpoint-prune@3",   # step-12 renamed in, step-4 not yet pruned
+    pytest.param("checkpoint-prune@3", marks=pytest.mark.slow),  # step-12 renamed in, step-4 not yet pruned
     "export@1",             # final/ written to final.tmp, not yet swapped in
 ])
 def test_kill_at_a_named_point_then_resume_gives_the_same_weights(fault, reference, small_corpus, tmp_path):
@@ -98,6 +98,7 @@ def _random_kills(seed, reference, corpus, tmp_path):
     assert steps == [json.loads(line)["step"] for line in (reference / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
 def test_random_kills_then_resume_give_the_same_weights(seed, reference, small_corpus, tmp_path):
     _random_kills(seed, reference, small_corpus, tmp_path)
@@ -109,6 +110,7 @@ def test_random_kills_then_resume_more_seeds(seed, reference, small_corpus, tmp_
     _random_kills(seed, reference, small_corpus, tmp_path)
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_directory_one_is_refused(small_corpus, tmp_path):
     run = tmp_path / "run"
     llmctl("preprocess", *args(small_corpus, run), check=True)

@@ -87,6 +87,7 @@ def test_pretrain_killed_between_log_steps_resumes_exactly(reference, small_corp
     assert a["tokens_seen"] == b["tokens_seen"] and a["val_loss"] == b["val_loss"]
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(reference, small_corpus, tmp_path):
     import shutil
 
@@ -137,6 +138,7 @@ def test_a_resume_that_changes_the_run_is_refused_and_touches_nothing(reference,
     assert after == {p: b for p, b in before.items() if p.name != ".llmctl.lock"}
 
 
+@pytest.mark.slow
 def test_a_resume_on_changed_data_is_refused(small_corpus, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(small_corpus.read_bytes())
@@ -149,6 +151,7 @@ def test_a_resume_on_changed_data_is_refused(small_corpus, tmp_path):
     assert (run / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_more_steps_and_other_intervals_may_be_resumed(reference, small_corpus, tmp_path):
     import shutil
 

@@ -140,3 +140,36 @@ def test_recipe_changes_allow_only_what_extends_or_reports():
     new["model"]["config"]["a"] = 2
     new["seed"] = 2
     assert checkpoint.recipe_changes(old, new) == ["model.config.a", "seed", "train.lr"]
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_for_the_one_before(saved):
+    accelerator, model, optimizer, first, _ = saved
+    run = runs.Run(first.parents[1])
+    state = {"step": 2, "tokens_seen": 32, "seconds": 1.0, "best": None}
+    newest = checkpoint.save(accelerator, model, optimizer, run, state, keep=2, process={})
+    assert [p.name for _, p in run.list_checkpoints()] == ["step-1", "step-2"]
+    blob = newest / "optimizer.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    warnings = []
+    assert checkpoint.resumable(run, warnings.append) == (1, first)
+    assert len(warnings) == 1 and "step-2" in warnings[0] and "optimizer.safetensors does not match its checksum" \
+        in warnings[0]
+    # Both damaged: one line naming each, no fallback to a fresh start.
+    (first / "trainer_state.json").write_text("{}")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint can be resumed") as err:
+        checkpoint.resumable(run, None)
+    assert "step-1" in str(err.value) and "step-2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pruning_keeps_the_newest_checkpoints_and_never_a_half_one(saved):
+    accelerator, model, optimizer, first, _ = saved
+    run = runs.Run(first.parents[1])
+    (run.checkpoints / ".tmp-step-9").mkdir()  # a save killed half-way
+    for step in (2, 3):
+        checkpoint.save(accelerator, model, optimizer, run, {"step": step, "tokens_seen": 0, "seconds": 0.0,
+                                                               "best": None}, keep=2, process={})
+    assert [p.name for _, p in run.list_checkpoints()] == ["step-2", "step-3"]
+    checkpoint.clean_temporary(run)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-2", "step-3"]
