@@ -284,8 +284,10 @@ def load(accelerator, model, optimizer, path: Path) -> tuple[dict, dict | None]:
     from safetensors.torch import load_model
 
     try:
+        # Read on the CPU (safetensors does not take every torch device string, e.g. "cpu:0" under a CPU
+        # launch); load_state_dict copies each tensor onto its parameter's device.
         missing, unexpected = load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"),
-                                         strict=False, device=str(accelerator.device))
+                                         strict=False, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for malformed headers
         raise CheckpointError(f"{path / 'model.safetensors'}: cannot be loaded ({str(exc).splitlines()[0]})") \
             from None
