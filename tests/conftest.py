@@ -33,3 +33,19 @@ def small_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
     path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return path
+
+
+def perturb(model_dir: Path, std: float) -> None:
+    """Larger random weights on top of a few-step model's (which repeats one token whatever its input, so that
+    comparisons of its outputs would pass trivially), seeded; its config, and so its task, is kept."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * std)
+    model.save_pretrained(model_dir)

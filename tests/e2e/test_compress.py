@@ -29,22 +29,6 @@ def tiny_run(tmp_path_factory, task: str, *extra: str) -> Path:
     return root
 
 
-def perturb(model_dir: Path, std: float) -> None:
-    """Larger random weights on top of the trained ones, so that a few-step model writes varied text and the
-    comparisons mean something (its config, and so its task, is kept)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    config = AutoConfig.from_pretrained(model_dir)
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(model_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    model.save_pretrained(model_dir)
-
-
 def report_of(folder: Path) -> dict:
     return json.loads((folder / "compress-report.json").read_text(encoding="utf-8"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, perturb
 from llmctl import generate_cli as G
 
 PROMPTS = ["The ", "Once upon a time, in a small town", "他们", "In the morning the"]
@@ -29,21 +29,6 @@ def cli_with_input(*args: str, stdin: str, cwd: Path = ROOT, env: dict | None = 
 def ok(proc):
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
-
-
-def perturb(model_dir: Path, std: float) -> None:
-    """Larger random weights on top of the trained ones: a 20-step model repeats one token whatever its input,
-    which would make every comparison below pass trivially. The run stays a run (config.llmctl is kept)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    config = AutoConfig.from_pretrained(model_dir)
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(model_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    model.save_pretrained(model_dir)
 
 
 @pytest.fixture(scope="module")
