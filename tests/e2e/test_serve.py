@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, cli
-from test_compress import perturb, tiny_run
+from conftest import ROOT, cli, perturb
+from test_compress import tiny_run
 
 
 class Server:
