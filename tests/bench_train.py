@@ -45,18 +45,14 @@ def row(name: str, value: str, note: str = "") -> None:
 
 
 def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
-    """FLOP/s of an n^3 matrix product in fp32 or bf16 on this CPU, best of `reps` after a warm-up."""
+    """FLOP/s of an n^3 matrix product in fp32 or bf16 on this CPU, best of `reps` after a warm-up (the same
+    measurement as llmctl's precision probe, on a larger shape)."""
     import torch
 
+    from llmctl.precision import gemm_gflops
+
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return gemm_gflops(dtype, (n, n, n), repeats=reps) * 1e9
 
 
 def _sets(shape: dict) -> list[str]:
