@@ -60,6 +60,9 @@ def warm_up(compiled, batch: dict, accelerator) -> float:
     afterwards (dropout draws nothing a run would see) and the gradients are dropped, so the run is unchanged."""
     import torch
 
+    from llmctl.batches import REAL_TOKENS
+
+    batch = {k: v for k, v in batch.items() if k != REAL_TOKENS}
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     was_training = compiled.training
     start = time.perf_counter()

@@ -138,6 +138,68 @@ def _maybe_lora(recipe, task, model, fam: str, accelerator):
         raise FinetuneError(f"lora: {str(exc).splitlines()[0]} (set lora.target_modules)") from None
 
 
+@dataclass
+class Batching:
+    """How the training micro-batches are made (`train.group_by_length`, `train.packing`)."""
+
+    collate: object
+    lengths: list | None  # tokens per training example when grouping by length, else None
+    grouped: bool
+    packed: bool
+    efficiency: float  # real tokens per computed position, on a shuffled epoch laid out this way
+    random_efficiency: float  # the same, padded in random order
+    note: str  # one line for the terminal
+
+    def to_info(self) -> dict:
+        return {"group_by_length": self.grouped, "packing": self.packed,
+                "padding_efficiency": round(self.efficiency, 4),
+                "random_order_padding_efficiency": round(self.random_efficiency, 4)}
+
+
+def batching(recipe, s: Setup) -> Batching:
+    """Grouping by length and packing, decided from the recipe, the task and (for packing) a check on the model:
+    packed examples must not see each other (`batches.isolates`)."""
+    import torch
+
+    from llmctl import batches
+
+    cfg = recipe.train
+    pad_id = s.tokenizer.pad_token_id
+    collate = s.task.collator(pad_id)
+    lengths = batches.example_lengths(s.train_features)
+    packed, why = False, ""
+    if cfg.packing is not False:
+        if not s.task.packs(s.spec):
+            if cfg.packing is True:
+                raise FinetuneError(f"train.packing = true: {s.task.name} examples on a {s.spec.family} model "
+                                    "cannot be packed (packing is for text-to-text tasks on decoder-only models); "
+                                    "set train.packing = \"auto\" or false")
+        else:
+            ok, diff = batches.isolates(s.model, batches.probe_examples(s.train_features, lengths), collate, pad_id)
+            kind = s.model.config.model_type
+            if ok:
+                packed, collate = True, batches.packed_collator(pad_id)
+            elif cfg.packing is True:
+                raise FinetuneError(f"train.packing = true: {kind} does not keep packed examples apart (their "
+                                    f"logits differ by {diff:.1e} of their scale); set train.packing = false")
+            else:
+                why = f" (off: {kind} does not keep packed examples apart)"
+    grouped = cfg.group_by_length and not packed
+    micro = cfg.micro_batch_size
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
+    usable = order[: len(order) // micro * micro] or order
+    random_eff = batches.padding_efficiency(usable, lengths, micro)
+    if grouped:
+        eff = batches.padding_efficiency(batches.grouped(usable, lengths, micro, torch.Generator().manual_seed(0)),
+                                         lengths, micro)
+    else:
+        eff = batches.padding_efficiency(usable, lengths, micro, packed=packed)
+    how = "packed rows" if packed else "grouped by length" if grouped else "random order, padded"
+    note = (f"batches: {how}, {eff:.0%} of computed positions are real tokens (random order, padded: "
+            f"{random_eff:.0%})" + (f"; packing{why}" if why else ""))
+    return Batching(collate, lengths if grouped else None, grouped, packed, eff, random_eff, note)
+
+
 def pick(metrics: dict, key: str) -> float | None:
     """A metric value by `metric.key`, `key` alone when unambiguous, or "loss"."""
     if key in metrics and isinstance(metrics[key], (int, float)):
@@ -177,6 +239,9 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             f"precision {precision}, best checkpoint by {best_name}"
             + (f", max_new_tokens {spec.max_new_tokens}" if spec.max_new_tokens else "")
         )
+    how = batching(recipe, s)
+    if out is not None:
+        out.print(how.note, highlight=False)
     in_training = evaluation.task_evaluator(accelerator, task, spec, s.tokenizer, s.val_examples, s.val_where,
                                             names=names, kwargs=kwargs, settings=settings,
                                             max_samples=recipe.eval.max_samples, seed=recipe.seed)
@@ -195,9 +260,9 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
         return bool(recipe.eval.patience and st["bad_evals"] >= recipe.eval.patience)
 
     result = fit(
-        accelerator=accelerator, model=s.model, train_ds=s.train_features, collate=task.collator(s.tokenizer.pad_token_id),
+        accelerator=accelerator, model=s.model, train_ds=s.train_features, collate=how.collate,
         cfg=recipe.train, seed=recipe.seed, run=run, evaluate=in_training, resume=resume, console=out,
-        on_eval=on_eval, fingerprint=checkpoint.fingerprint(recipe),
+        on_eval=on_eval, fingerprint=checkpoint.fingerprint(recipe), lengths=how.lengths,
     )
     export_final(accelerator, result.model, s, best_dir, run)
     loaded = evaluation.load_model_dir(str(run.final), device=accelerator.device)
@@ -234,6 +299,9 @@ def run_finetune(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "max_new_tokens": spec.max_new_tokens,
             "capped_outputs": final.get("capped"),
             "tokens_seen": result.tokens_seen,
+            "tokens_per_sec": round(result.tokens_per_sec, 1),
+            "step_tokens_per_sec": result.step_tokens_per_sec,
+            "batches": how.to_info(),
             "train_seconds": round(result.seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "world_size": accelerator.num_processes,

@@ -199,6 +199,7 @@ def run_pretrain(recipe, run: runs.Run, *, resume: bool, console) -> dict:
             "train_seconds": round(result.seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "tokens_per_sec": round(result.tokens_per_sec, 1),
+            "step_tokens_per_sec": result.step_tokens_per_sec,
             "samples": samples,
         }
         if result.mfu is not None:

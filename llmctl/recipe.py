@@ -123,6 +123,13 @@ class TrainSection(_Section):
     # torch.compile of the model for the training steps. auto: only when the batches have static shapes
     # (pretraining), on one process, for runs long enough to pay back the compile time (llmctl/compile.py).
     compile: Literal["auto"] | bool = "auto"
+    # Fine-tuning: draw micro-batches of examples of similar length (within windows of 50 steps' worth of the
+    # shuffled epoch; the windows' chunks are shuffled again), so a batch pads little. Deterministic and resumable.
+    group_by_length: bool = True
+    # Fine-tuning a decoder-only model on a text-to-text task: lay the examples of a micro-batch into shared rows,
+    # attention and positions kept apart per example, same loss. auto: when a check on the model itself shows
+    # packed examples do not see each other (else padded, with a note); true: that check must pass.
+    packing: Literal["auto"] | bool = "auto"
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(100, gt=0)
     # Validation micro-batches per evaluation; 0 = the whole validation split.

@@ -40,13 +40,15 @@ class Preempted(KeyboardInterrupt):
         self.code = 128 + signum
 
 
-def make_sampler(n: int, seed: int, per_step_chunk: int, *, limit: int | None = None, stream: int = 0):
+def make_sampler(n: int, seed: int, per_step_chunk: int, *, limit: int | None = None, stream: int = 0,
+                 lengths=None):
     """A shuffling sampler whose order depends only on (seed, stream, epoch) and that can start part-way in.
 
     Each epoch yields a multiple of `per_step_chunk` (micro_batch_size x processes) indices, so every
     micro-batch is full and processes get equal shares; the few left-over blocks rotate in other epochs.
     `limit` caps an epoch below n (a process reading its own shards draws as many as the smallest share);
     `stream` separates the orders of processes that each sample their own data.
+    `lengths` (tokens per example): group examples of similar length into each chunk (`batches.grouped`).
     """
     import torch
 
@@ -69,6 +71,10 @@ def make_sampler(n: int, seed: int, per_step_chunk: int, *, limit: int | None = 
             while len(order) < self.used:  # only when n < per_step_chunk
                 order += torch.randperm(n, generator=g).tolist()
             order = order[: self.used]
+            if lengths is not None:
+                from llmctl.batches import grouped
+
+                order = grouped(order, lengths, per_step_chunk, g)
             skip, self.skip = self.skip, 0
             return iter(order[skip:])
 
@@ -133,6 +139,8 @@ class FitResult:
     model: object = None  # the prepared (wrapped) model, for exporting with the accelerator
     mfu: float | None = None  # model FLOPs utilisation over the run, on GPUs whose peak is known
     compile_seconds: float | None = None  # torch.compile's one-off cost (None: not compiled), outside `seconds`
+    # Tokens per second of the training steps alone (evaluations and checkpoints left out), this session.
+    step_tokens_per_sec: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------- set-up steps
@@ -291,10 +299,18 @@ class Window:
         self.token_positions = torch.zeros((), device=accelerator.device, dtype=torch.long)
         self.steps = 0
         self.start = time.perf_counter()
+        self.done_tokens = 0  # closed windows of this session: tokens and seconds of training steps
+        self.done_seconds = 0.0
 
-    def count(self, batch) -> None:
+    def leave_out(self, seconds: float) -> None:
+        """Time spent outside the training steps (an evaluation, a checkpoint) does not count for tokens/s."""
+        self.start += seconds
+
+    def count(self, batch, real=None) -> None:
+        """Add a micro-batch: `real` is its count of real tokens where the batch says (packed rows), else the
+        attention mask's sum, else every position."""
         mask = batch.get("attention_mask")
-        tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
+        tokens = real if real is not None else mask.sum() if mask is not None else batch["input_ids"].numel()
         self.tokens += tokens
         self.token_positions += tokens * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
 
@@ -317,6 +333,8 @@ class Window:
         tokens = int(reduce(self.tokens, "sum").item())
         positions = int(reduce(self.token_positions, "sum").item())
         seconds = time.perf_counter() - self.start
+        self.done_tokens += tokens
+        self.done_seconds += seconds
         self.loss.zero_()
         self.tokens.zero_()
         self.token_positions.zero_()
@@ -378,6 +396,7 @@ def fit(
     own_share: int | None = None,
     fingerprint: dict | None = None,
     static_shapes: bool = False,
+    lengths=None,
 ) -> FitResult:
     """Train until cfg.max_steps optimizer steps, with periodic validation and checkpoints.
 
@@ -406,9 +425,10 @@ def fit(
     if own:
         # Each process draws micro-batches from its own data in its own order; position = step, as below.
         per_chunk = cfg.micro_batch_size
-        sampler = make_sampler(len(train_ds), seed, per_chunk, limit=own_share, stream=accelerator.process_index)
+        sampler = make_sampler(len(train_ds), seed, per_chunk, limit=own_share, stream=accelerator.process_index,
+                               lengths=lengths)
     else:
-        sampler = make_sampler(len(train_ds), seed, per_chunk)
+        sampler = make_sampler(len(train_ds), seed, per_chunk, lengths=lengths)
     # The loader's own generator: starting an iterator (every epoch, and on resume mid-epoch) must not draw from
     # the global RNG, or every later dropout mask of a resumed run would differ from the uninterrupted run's.
     import torch
@@ -484,17 +504,21 @@ def fit(
                         record["mfu"] = mfu
                     train_loss = loss
                     if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                        began = time.perf_counter()
                         last_eval = evaluate(model, final=step == cfg.max_steps)
                         model.train()
                         record.update(_prefixed(last_eval))
                         stop_early = on_eval is not None and on_eval(step, last_eval, model, state)
+                        window.leave_out(time.perf_counter() - began)
                     _log(run, accelerator, record)
                     progress.update(step, record)
                 signum = stop.agreed()
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or signum or stop_early:
-                    state.update(step=step, seconds=time.perf_counter() - run_start)
+                    began = time.perf_counter()
+                    state.update(step=step, seconds=began - run_start)
                     path = save_checkpoint(accelerator, model, optimizer, run, state, keep=cfg.keep_checkpoints,
                                            window=window)
+                    window.leave_out(time.perf_counter() - began)
                 if signum:
                     name = signal.Signals(signum).name
                     raise Preempted(signum, f"stopped at step {step} ({name}); checkpoint saved in {path}")
@@ -507,7 +531,9 @@ def fit(
     mfu = flops.mfu_since(session_start)
     return FitResult(step=step, tokens_seen=state["tokens_seen"], train_loss=train_loss, eval=last_eval,
                      seconds=seconds, tokens_per_sec=state["tokens_seen"] / seconds if seconds > 0 else 0.0,
-                     state=state, model=model, mfu=mfu, compile_seconds=compile_seconds)
+                     state=state, model=model, mfu=mfu, compile_seconds=compile_seconds,
+                     step_tokens_per_sec=round(window.done_tokens / window.done_seconds, 1)
+                     if window.done_seconds > 0 else None)
 
 
 def _compiled(accelerator, model, train_ds, collate, cfg, console, *, steps: int, static_shapes: bool):
@@ -563,16 +589,19 @@ def train_step(accelerator, model, optimizer, schedule, batches, accum: int, cfg
 
     import torch
 
+    from llmctl.batches import REAL_TOKENS
+
     step_loss = torch.zeros((), device=accelerator.device)
     seen = []
     for i in range(accum):
         batch = next(batches)
+        real = batch.pop(REAL_TOKENS, None)
         sync = contextlib.nullcontext() if i == accum - 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
             loss = model(**batch).loss
             accelerator.backward(loss / accum)
         step_loss += loss.detach().float()
-        seen.append(batch)
+        seen.append((batch, real))
     if faults.hit("nonfinite-loss"):
         step_loss = step_loss * float("nan")
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -584,8 +613,8 @@ def train_step(accelerator, model, optimizer, schedule, batches, accum: int, cfg
     if finite:
         optimizer.step()
         window.loss += step_loss / accum
-        for batch in seen:
-            window.count(batch)
+        for batch, real in seen:
+            window.count(batch, real)
         window.steps += 1
     schedule.step()
     optimizer.zero_grad(set_to_none=True)

@@ -210,6 +210,11 @@ class Task:
     def collator(self, pad_id: int):
         raise NotImplementedError
 
+    def packs(self, spec: Spec) -> bool:
+        """Whether features of this task under `spec` may be packed into shared rows (`llmctl.batches.pack`):
+        causal-LM examples whose loss is per token, with `input_ids` and `labels` of equal length only."""
+        return False
+
     # ------------------------------------------------------------------------------------------- predictions
 
     def prediction_options(self, examples: list[dict]) -> dict:

@@ -143,6 +143,9 @@ class TextToText(Task):
 
         return collate
 
+    def packs(self, spec) -> bool:
+        return spec.family == "causal"
+
     def predict(self, model, examples, where, tokenizer, spec, settings, **options) -> Predictions:
         from llmctl.generation import generate
 
