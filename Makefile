@@ -35,8 +35,9 @@ test: install
 test-all: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m ''
 
+# All benchmarks, or some: `make bench BENCH="compress serve"` (names: python tests/bench.py --help).
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python tests/bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/bench.py $(BENCH)
 
 # Regenerates the embedded data; the output is byte-identical on every run.
 data:

@@ -2,7 +2,8 @@
 
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
     python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
-                                     # preprocess-peer, pretrain-peers, compress, serve
+                                     # preprocess-peer, pretrain-peers, compress, serve,
+                                     # finetune-batches
 """
 
 from __future__ import annotations
@@ -224,15 +225,27 @@ def bench_pretrain_peers() -> None:
     bench_pretrain_vs_peers()
 
 
+def bench_finetune_batches() -> None:
+    from bench_finetune import main as run
+
+    run([])
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
            "train": bench_train, "resume": bench_resume, "plan": bench_plan,
            "preprocess-peer": bench_preprocess_peer, "pretrain-peers": bench_pretrain_peers,
-           "compress": bench_compress, "serve": bench_serve}
+           "compress": bench_compress, "serve": bench_serve, "finetune-batches": bench_finetune_batches}
 
 
 def main() -> None:
     chosen = sys.argv[1:] or list(BENCHES)
+    if {"-h", "--help"} & set(chosen):
+        print(__doc__.strip())
+        return
+    unknown = [name for name in chosen if name not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark {', '.join(unknown)}; choose from: {', '.join(BENCHES)}")
     print(f"llmctl benchmarks on {os.cpu_count()} CPU threads ({time.strftime('%Y-%m-%d')})")
     for name in chosen:
         BENCHES[name]()
