@@ -171,9 +171,11 @@ def batching(recipe, s: Setup) -> Batching:
     if cfg.packing is not False:
         if not s.task.packs(s.spec):
             if cfg.packing is True:
-                raise FinetuneError(f"train.packing = true: {s.task.name} examples on a {s.spec.family} model "
-                                    "cannot be packed (packing is for text-to-text tasks on decoder-only models); "
-                                    "set train.packing = \"auto\" or false")
+                from llmctl.tasks.base import FAMILY_NAMES
+
+                raise FinetuneError(f"train.packing = true: packing is for text-to-text tasks on decoder-only "
+                                    f"models, not {s.task.name} on {s.model.config.model_type} "
+                                    f"({FAMILY_NAMES[s.spec.family]}); set train.packing = \"auto\" or false")
         else:
             ok, diff = batches.isolates(s.model, batches.probe_examples(s.train_features, lengths), collate, pad_id)
             kind = s.model.config.model_type
@@ -344,6 +346,17 @@ def export_final(accelerator, model, s: Setup, best_dir: Path, run: runs.Run) ->
     modeling.save_model(accelerator, merged, s.tokenizer, run.final, s.spec.to_info())
 
 
+def _planned_batches(t, task, family: str) -> str:
+    from llmctl.tasks.base import Spec
+
+    order = "grouped by length" if t.group_by_length else "random order, padded"
+    if t.packing is False or not task.packs(Spec(task=task.name, family=family, max_source_length=0)):
+        return order
+    if t.packing is True:
+        return "packed rows (the model is checked to keep packed examples apart)"
+    return f"packed rows if the model keeps packed examples apart (checked at the start), else {order}"
+
+
 def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
     """What `finetune` would do, for --dry-run: reads the data and the model config, trains nothing."""
     from transformers import AutoConfig
@@ -380,6 +393,7 @@ def plan(recipe, root: Path, *, num_processes: int = 1) -> dict:
         "processes": num_processes,
         "examples_per_step": t.batch_size,
         "steps": t.max_steps,
+        "batches": _planned_batches(t, task, fam),
         "output": {"run": str(run.root), "final": str(run.final), "results": str(run.results),
                    "predictions": str(run.root / "predictions.jsonl")},
     }

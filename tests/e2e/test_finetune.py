@@ -272,3 +272,12 @@ def test_preprocess_once_then_finetune_resume_and_eval_reuse_the_data(tmp_path):
     assert "reused records, tokenizer, spec, features" in resumed.stdout
     scored = cli("eval", "--model", str(run / "final"), check=True)
     assert "the run's validation split, 90 examples from its cache" in scored.stdout
+
+
+def test_packing_demanded_where_it_cannot_apply_is_one_line(tmp_path):
+    done = cli("finetune", "recipes/tiny/classification.toml", "-o", str(tmp_path / "pk"),
+               "--set", "train.packing=true")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: train.packing = true: packing is for text-to-text tasks on decoder-only "
+                                   "models, not classification on bert (encoder-only); set train.packing = \"auto\" "
+                                   "or false")
