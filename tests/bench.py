@@ -3,7 +3,7 @@
     python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
     python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
                                      # preprocess-peer, pretrain-peers, compress, serve,
-                                     # finetune-batches
+                                     # finetune-batches, generate
 """
 
 from __future__ import annotations
@@ -231,11 +231,18 @@ def bench_finetune_batches() -> None:
     run([])
 
 
+def bench_generate() -> None:
+    from bench_generate import bench_generate_vs_peer
+
+    bench_generate_vs_peer()
+
+
 BENCHES = {"startup": bench_startup, "preprocess": bench_preprocess, "memory": bench_memory,
            "finetune-data": bench_finetune_data,
            "train": bench_train, "resume": bench_resume, "plan": bench_plan,
            "preprocess-peer": bench_preprocess_peer, "pretrain-peers": bench_pretrain_peers,
-           "compress": bench_compress, "serve": bench_serve, "finetune-batches": bench_finetune_batches}
+           "compress": bench_compress, "serve": bench_serve, "finetune-batches": bench_finetune_batches,
+           "generate": bench_generate}
 
 
 def main() -> None:
