@@ -775,6 +775,9 @@ def summarize(
                                                                   "generation.num_beams, else 1].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Documents per generation batch \\[default: the "
                                                                    "run's generation.batch_size, else 16].")] = None,
+    precision: Annotated[Optional[Literal["fp32", "bf16", "auto"]], typer.Option(
+        help="fp32, bf16 (autocast; faster where bf16 is native, may change a few words) or auto (bf16 where "
+             "native) \\[default: fp32].")] = None,
     num_processes: ProcsOpt = 1,
 ):
     """Summarize documents with a fine-tuned model.
@@ -798,7 +801,8 @@ def summarize(
         return
     from llmctl.summarize import run_summarize
 
-    overrides = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "batch_size": batch_size}
+    overrides = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "batch_size": batch_size,
+                 "precision": precision}
     # One process at a time appends to an output file (two would summarize the same documents twice); the
     # main process holds the file's lock while the command runs.
     lock = None

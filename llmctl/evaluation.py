@@ -160,7 +160,7 @@ def generation_settings(cfg, spec, **overrides):
     values = dict(max_new_tokens=spec.max_new_tokens or 1, num_beams=cfg.num_beams, do_sample=cfg.do_sample,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                   no_repeat_ngram_size=cfg.no_repeat_ngram_size, batch_size=cfg.batch_size,
-                  max_source_length=spec.max_source_length)
+                  max_source_length=spec.max_source_length, precision=cfg.precision)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return GenerationSettings(**values)
 

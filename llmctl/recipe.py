@@ -190,6 +190,9 @@ class GenerationSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1)
     no_repeat_ngram_size: int = Field(0, ge=0)
     batch_size: int = Field(16, gt=0)
+    # Arithmetic of generation in evaluations: "fp32" (metrics do not depend on the machine), "bf16" (autocast;
+    # faster where bf16 is native, and it flips some near-tied greedy choices) or "auto" (bf16 where native).
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
 
 class LoraSection(_Section):
