@@ -66,7 +66,7 @@ def examples(count: int = 7, seed: int = 0, vocab: int = 90) -> list[dict]:
     return out
 
 
-def tiny_causal(arch: str):
+def tiny_causal(arch: str, attention: str | None = None):
     import transformers
 
     shapes = {
@@ -78,12 +78,18 @@ def tiny_causal(arch: str):
     torch.manual_seed(0)
     config = transformers.AutoConfig.for_model(arch, vocab_size=100, bos_token_id=1, eos_token_id=2,
                                                pad_token_id=PAD, **shapes[arch])
-    return transformers.AutoModelForCausalLM.from_config(config)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    if attention:
+        model.set_attn_implementation(attention)
+        assert model.config._attn_implementation == attention
+    return model
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_packed_loss_and_gradients_equal_padded(arch):
-    model = tiny_causal(arch).eval()  # no dropout: the two passes must see the same network
+@pytest.mark.parametrize("arch,attention", [("gpt2", "sdpa"), ("llama", "sdpa"), ("gpt2", "eager"),
+                                            ("llama", "eager")])
+def test_packed_loss_and_gradients_equal_padded(arch, attention):
+    # eager: what training on a CPU under bf16 switches to (train.cpu_bf16_attention).
+    model = tiny_causal(arch, attention).eval()  # no dropout: the two passes must see the same network
     rows = examples()
     collate = SUMMARIZE.collator(PAD)
 
