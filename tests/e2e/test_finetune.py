@@ -86,7 +86,8 @@ def test_summarization_on_the_pretrained_causal_lm(pretrained, tmp_path):
     cli("finetune", "--task", "summarization", "--model", str(pretrained), "-o", str(run),
         "--set", "train.max_steps=8", "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8",
         "--set", "train.eval_every=4", "--set", "eval.max_samples=4", "--set", 'data.validation_files=[]',
-        "--set", "data.validation_fraction=0.01", "--set", "train.log_every=4", check=True)
+        "--set", "data.validation_fraction=0.01", "--set", "train.log_every=4", "--set", 'train.packing="auto"',
+        check=True)
     res = check_run(run, ["rouge.rougeL"])
     assert res["family"] == "causal"
     # packing = "auto" found that this model keeps packed examples apart, so the rows were packed.

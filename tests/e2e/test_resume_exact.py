@@ -108,8 +108,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(reference, sma
 def test_finetune_with_dropout_killed_and_resumed_equals_uninterrupted(tmp_path):
     """BERT's hidden and attention dropout (0.1 by default); the stop falls between logging steps, after a
     best/ export."""
+    # Length-grouped batches: their order, too, must be a pure function of (seed, epoch).
     args = [CLASSIFY, "--set", "train.max_steps=10", "--set", "train.log_every=4", "--set", "train.eval_every=3",
-            "--set", "train.checkpoint_every=3", "--set", "train.keep_checkpoints=4"]
+            "--set", "train.checkpoint_every=3", "--set", "train.keep_checkpoints=4",
+            "--set", "train.group_by_length=true"]
     ref, run = tmp_path / "ref", tmp_path / "killed"
     llmctl("finetune", *args, "-o", str(ref), check=True)
     killed = llmctl("finetune", *args, "-o", str(run), fault="checkpoint-prune@2")  # after the step-6 checkpoint
