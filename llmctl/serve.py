@@ -526,8 +526,8 @@ def run_server(engine: Engine, limits: Limits, host: str, port: int, say=print) 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(limits.timeout) + 5)
     server = Server(config)
-    app.state.serve["on_stop"] = lambda stats: say(f"serve: stopped; {stats.served} requests answered in "
-                                                   f"{stats.batches} batches")
+    app.state.serve["on_stop"] = lambda stats: say(f"serve: stopped; {_count(stats.served, 'request')} answered "
+                                                   f"in {_count(stats.batches, 'batch')}")
     say(f"serve: {engine.name} ({engine.kind}) on http://{host}:{bound}  POST {engine.endpoint}, "
         f"GET /health, GET /v1/models")
     server.run(sockets=[sock])
@@ -572,3 +572,9 @@ def serve(
         print(msg, file=sys.stderr, flush=True)
 
     run_server(engine, limits, host, port, say=say)
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 request", "2 requests", "1 batch", "3 batches"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+

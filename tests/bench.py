@@ -1,6 +1,6 @@
 """`make bench`: the speed and memory figures llmctl promises, measured and printed (never asserted in tests).
 
-    python tests/bench.py            # all benchmarks, about 3 minutes on 2 CPU cores
+    python tests/bench.py            # all benchmarks (tens of minutes on 2 CPU cores; name some to run fewer)
     python tests/bench.py startup    # one of: startup, preprocess, memory, finetune-data, train, resume, plan,
                                      # preprocess-peer, pretrain-peers, compress, serve,
                                      # finetune-batches, generate

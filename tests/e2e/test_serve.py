@@ -268,3 +268,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits(server, expected):
     assert "serve: stopped" in server.proc.stderr.read()
     with pytest.raises(httpx.TransportError):  # no longer listening: new requests are refused
         httpx.get(server.url + "/health", timeout=5)
+
+
+def test_shutdown_counts_read_as_english():
+    from llmctl.serve import _count
+
+    assert [_count(1, "request"), _count(2, "request"), _count(1, "batch"), _count(0, "batch")] == [
+        "1 request", "2 requests", "1 batch", "0 batches"]
