@@ -32,6 +32,8 @@ def example_lengths(features) -> list[int]:
     """Tokens per example of a datasets.Dataset of features: input_ids plus labels when labels are token lists
     (seq2seq targets; a causal LM's labels repeat its input length, which keeps the order). For inputs that are
     lists of lists (multiple choice: one sequence per choice), the longest inner list."""
+    import pyarrow.compute as pc
+
     columns = [c for c in ("input_ids", "labels") if c in features.column_names]
     total = [0] * len(features)
     for column in columns:
@@ -39,8 +41,6 @@ def example_lengths(features) -> list[int]:
         kind = str(table.type)
         if not kind.startswith(("list", "large_list")):
             continue  # class ids, span positions
-        import pyarrow.compute as pc
-
         if kind.count("list") > 1:
             values = [max((len(x) for x in row), default=0) for row in table.to_pylist()]
         else:

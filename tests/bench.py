@@ -39,7 +39,8 @@ def llmctl(*args: str, check: bool = True) -> tuple[float, int, subprocess.Compl
 
 
 def row(name: str, value: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>16}  {note}")
+    """One figure of the printed table (every benchmark file prints through this)."""
+    print(f"{name:<44} {value:>16}  {note}", flush=True)
 
 
 def bench_startup() -> None:

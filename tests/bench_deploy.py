@@ -21,14 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import row
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 CLIENTS = 16
 REQUESTS = 96
 
-
-def row(name: str, value: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>16}  {note}")
 
 
 def _llmctl(*args: str) -> subprocess.CompletedProcess:

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import row
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
@@ -37,10 +39,6 @@ CASES = {
                                                                            "train.packing=false"]),
                                                     ("packed rows", ["train.packing=true"])]),
 }
-
-
-def row(name: str, value: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>16}  {note}", flush=True)
 
 
 def finetune(recipe: str, out: Path, sets: list[str]) -> dict:

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import row
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "peers"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -48,9 +50,6 @@ TRAIN_SETS = ("train.max_steps=150", "train.warmup_steps=20", "train.eval_every=
 MAX_SOURCE_LENGTH = 192  # recipes/summarization.toml: data.max_source_length
 GPT_SHAPE = dict(n_layer=4, n_head=4, n_embd=192, n_positions=256)  # recipes/gpt-small.toml
 
-
-def row(name: str, value: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>16}  {note}", flush=True)
 
 
 def train_summarizer(out: Path) -> Path:

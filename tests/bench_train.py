@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import row
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -39,9 +41,6 @@ def log_every(shape: dict) -> int:
     """Four log windows per run; the first (warm-up) is left out of the steady rate, on both sides."""
     return max(1, shape["steps"] // 4)
 
-
-def row(name: str, value: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>16}  {note}", flush=True)
 
 
 def gemm_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
