@@ -38,7 +38,7 @@ def causal_lm_evaluator(accelerator, dataset, collate, *, batch_size: int, max_b
                 if limit and i >= limit:
                     break
                 with accelerator.autocast():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
                 labels = batch["labels"][:, 1:]
                 per_token = torch.nn.functional.cross_entropy(
                     logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),

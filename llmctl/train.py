@@ -308,9 +308,18 @@ class Window:
 
     def count(self, batch, real=None) -> None:
         """Add a micro-batch: `real` is its count of real tokens where the batch says (packed rows), else the
-        attention mask's sum, else every position."""
-        mask = batch.get("attention_mask")
-        tokens = real if real is not None else mask.sum() if mask is not None else batch["input_ids"].numel()
+        attention mask's sum, else (pretraining blocks, which carry no mask) the positions with a label, else
+        every position."""
+        if real is None:
+            mask = batch.get("attention_mask")
+            labels = batch.get("labels")
+            if mask is not None:
+                real = mask.sum()
+            elif labels is not None and labels.shape == batch["input_ids"].shape:
+                real = (labels != -100).sum()
+            else:
+                real = batch["input_ids"].numel()
+        tokens = real
         self.tokens += tokens
         self.token_positions += tokens * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
 
