@@ -228,7 +228,9 @@ def bench_pretrain_peers() -> None:
 
 def bench_finetune_batches() -> None:
     from bench_finetune import main as run
+    from bench_finetune import step_costs
 
+    step_costs()
     run([])
 
 

@@ -5,6 +5,7 @@ asserted).
     python tests/bench_train.py demo        # one shape: demo (gpt-small) or 13.9M
     python tests/bench_train.py 13.9M --steps 12 --repeats 2   # shorter runs on a busy machine
     python tests/bench_train.py --variants  # only fp32/bf16 x eager/compiled training steps, in one process
+    python tests/bench_train.py --profile 13.9M   # where a compiled bf16 step's time goes (torch profiler)
 
 For each shape: `llmctl pretrain` in fp32 and bf16, eager and compiled (train.compile = true), transformers'
 `Trainer` with its defaults and with its best settings (bf16 + torch.compile; tests/peers/trainer_peer.py), all on
@@ -234,6 +235,65 @@ def bench_pretrain_vs_peers(shapes: list[str] | None = None, steps: int | None =
             bench_shape(name, shape, Path(tmp), repeats)
 
 
+def bench_step_profile(name: str, rounds: int = 4) -> None:
+    """Where a compiled bf16 training step of the shape spends its time, in a bare loop (eager attention, as
+    llmctl uses under bf16 on a CPU; fused AdamW): the step with and without an all-ones attention mask
+    (interleaved, best of `rounds`), then a torch profile of three steps split into matrix products, the fused
+    kernels inductor generated, and the rest, with the largest generated kernels named."""
+    import torch
+    import torch._inductor.config as inductor
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    inductor.cpp.enable_kernel_profile = True  # the generated kernels appear in the profile under their names
+    shape = SHAPES[name]
+    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
+                                  n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.set_attn_implementation("eager")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    compiled = torch.compile(model, dynamic=False)
+    ids = torch.randint(0, shape["vocab"], (shape["micro"], shape["block"]))
+    masks = {"no attention mask": {}, "all-ones attention mask": {"attention_mask": torch.ones_like(ids)}}
+
+    def step(extra: dict) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = compiled(input_ids=ids, labels=ids, **extra).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for extra in masks.values():  # compiles (one graph each)
+        step(extra)
+        step(extra)
+    best = {key: float("inf") for key in masks}
+    for _ in range(rounds):
+        for key, extra in masks.items():
+            start = time.perf_counter()
+            step(extra)
+            best[key] = min(best[key], time.perf_counter() - start)
+    print(f"\ncompiled bf16 training step, {name} shape ({shape['micro']} x {shape['block']} tokens), bare loop, "
+          f"best of {rounds}")
+    for key, seconds in best.items():
+        row(f"  {key}", f"{seconds * 1000:.0f} ms")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step({})
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    generated = [e for e in events if e.key.startswith("graph_")]
+    fused = sum(e.self_cpu_time_total for e in generated)
+    row("  matrix products (mm, addmm, bmm)", f"{matmul / total:.0%}", "of the profiled step time")
+    row("  kernels inductor generated", f"{fused / total:.0%}")
+    row("  everything else (AdamW, clipping, ...)", f"{1 - (matmul + fused) / total:.0%}")
+    for e in sorted(generated, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]:
+        row(f"    {e.key[:40]}", f"{e.self_cpu_time_total / 3 / 1000:.0f} ms", "per step")
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -243,6 +303,8 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=2, help="rounds; each figure is the best of them")
     ap.add_argument("--variants", action="store_true",
                     help="only the training-step variants (fp32/bf16 x eager/compiled) in one process")
+    ap.add_argument("--profile", action="store_true",
+                    help="only where a compiled bf16 training step spends its time (bare loop, torch profiler)")
     args = ap.parse_args()
     unknown = [s for s in args.shapes if s not in SHAPES]
     if unknown:
@@ -251,5 +313,8 @@ if __name__ == "__main__":
     if args.variants:
         for shape_name in args.shapes or list(SHAPES):
             bench_step_variants(shape_name)
+    elif args.profile:
+        for shape_name in args.shapes or list(SHAPES):
+            bench_step_profile(shape_name)
     else:
         bench_pretrain_vs_peers(args.shapes or None, args.steps, args.repeats)
