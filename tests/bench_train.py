@@ -171,23 +171,33 @@ def bench_shape(name: str, shape: dict, tmp: Path, repeats: int = 2) -> None:
             + (f"{payback:,.0f} steps" if payback else "never (no gain)"))
 
 
+def bare_step_parts(shape: dict, attention: str | None = None):
+    """(model, fused AdamW, the model compiled with static shapes, one micro-batch of random ids): a GPT-2 of the
+    shape for the bare-loop benchmarks, without dropout, seeded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
+                                  n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    if attention:
+        model.set_attn_implementation(attention)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    compiled = torch.compile(model, dynamic=False)
+    return model, optimizer, compiled, torch.randint(0, shape["vocab"], (shape["micro"], shape["block"]))
+
+
 def bench_step_variants(name: str, rounds: int = 4) -> None:
     """One process, one GPT-2 of the shape, four ways of running the same training step (fp32 / bf16 autocast,
     eager / compiled, fused AdamW), interleaved step by step so that the machine's load falls on all of them
     alike; tokens/s is the best of `rounds` pairs of steps. Isolates what bf16 and torch.compile buy from
     everything else a run does (data, logging, evaluation)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     shape = SHAPES[name]
-    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
-                                  n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
-                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    compiled = torch.compile(model, dynamic=False)
-    ids = torch.randint(0, shape["vocab"], (shape["micro"], shape["block"]))
+    model, optimizer, compiled, ids = bare_step_parts(shape)
     accum = shape["batch"] // shape["micro"]
 
     def step(net, bf16: bool) -> None:
@@ -243,19 +253,10 @@ def bench_step_profile(name: str, rounds: int = 4) -> None:
     import torch
     import torch._inductor.config as inductor
     from torch.profiler import ProfilerActivity, profile
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     inductor.cpp.enable_kernel_profile = True  # the generated kernels appear in the profile under their names
     shape = SHAPES[name]
-    config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
-                                  n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
-                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.set_attn_implementation("eager")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    compiled = torch.compile(model, dynamic=False)
-    ids = torch.randint(0, shape["vocab"], (shape["micro"], shape["block"]))
+    model, optimizer, compiled, ids = bare_step_parts(shape, attention="eager")
     masks = {"no attention mask": {}, "all-ones attention mask": {"attention_mask": torch.ones_like(ids)}}
 
     def step(extra: dict) -> None:
