@@ -357,7 +357,10 @@ def _describe(exc: ValidationError) -> list[str]:
     valid = _valid_keys(Recipe)
     lines = []
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        # A key may hold a newline or other control characters (`--set $'a\nb=1'`): escaped, so the error stays
+        # one line.
+        loc = [str(p) if str(p).isprintable() else str(p).encode("unicode_escape").decode("ascii")
+               for p in err["loc"] if not isinstance(p, int)]
         key = ".".join(loc)
         kind = err["type"]
         if kind == "extra_forbidden":

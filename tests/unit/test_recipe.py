@@ -37,6 +37,12 @@ def test_unknown_section_key(tmp_path):
     assert problems(p) == [f"{p}: unknown key 'data.block_sise' (did you mean 'data.block_size'?)"]
 
 
+def test_unknown_key_with_a_newline_stays_one_line(tmp_path):
+    # Found by the long fuzz run: `--set $'0\n0='` printed the key across two lines.
+    p = write(tmp_path, 'name = "t"\n[data]\ntrain_files = ["a.txt"]\n')
+    assert problems(p, ["0\n0="]) == [f"{p}: unknown key '0\\n0'"]
+
+
 def test_wrong_type_names_key_value_and_expectation(tmp_path):
     p = write(tmp_path, 'name = "t"\n[data]\ntrain_files = ["a.txt"]\n[train]\nmax_steps = "ten"\n')
     assert problems(p) == [f"{p}: train.max_steps: expected an integer, got str 'ten'"]
