@@ -254,7 +254,11 @@ def load_model_dir(path: str, *, task_name: str | None = None, default_task: str
     if name is None:
         raise data.DataError(f"{path}: the model records no task; pass --task ({', '.join(registry.finetunable())})")
     if name not in registry.REGISTRY or not registry.get(name).finetunable:
-        raise data.DataError(f"--task {name}: unknown task; valid tasks: {', '.join(registry.finetunable())}")
+        valid = ", ".join(registry.finetunable())
+        if task_name is None and name == info.get("task"):  # the model's own record, not an option the user gave
+            raise data.DataError(f"{path}: the model records task {name!r}, which has no task head here; fine-tune "
+                                 f"it first (llmctl finetune --task TASK --model {path}; tasks: {valid})")
+        raise data.DataError(f"--task {name}: unknown task; valid tasks: {valid}")
     task = registry.get(name)
     if info.get("task") not in (None, name):
         raise data.DataError(f"{path}: the model was trained for {info['task']}, not {name}")
