@@ -359,8 +359,8 @@ def _describe(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False):
         # A key may hold a newline or other control characters (`--set $'a\nb=1'`): escaped, so the error stays
         # one line.
-        loc = [str(p) if str(p).isprintable() else str(p).encode("unicode_escape").decode("ascii")
-               for p in err["loc"] if not isinstance(p, int)]
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        loc = [p if p.isprintable() else p.encode("unicode_escape").decode("ascii") for p in loc]
         key = ".".join(loc)
         kind = err["type"]
         if kind == "extra_forbidden":

@@ -319,9 +319,8 @@ class Window:
                 real = (labels != -100).sum()
             else:
                 real = batch["input_ids"].numel()
-        tokens = real
-        self.tokens += tokens
-        self.token_positions += tokens * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
+        self.tokens += real
+        self.token_positions += real * batch["input_ids"].shape[-1]  # for the attention FLOPs, 12 L W T
 
     def state(self) -> dict:
         """This process's open window (for a checkpoint between log steps: the resumed run logs the same)."""
