@@ -2,7 +2,10 @@
 
 Inputs are tokenized once, sorted longest first and cut into batches, so a batch holds inputs of similar length
 and little compute goes to padding; the longest batch also runs first, so an input too large for memory fails
-in seconds rather than at the end. Decoder-only models are padded on the left (the new tokens of every row then
+in seconds rather than at the end. `batch_size` is the rows of a batch at the longest input allowed
+(max_source_length, else the model's context): batches of shorter inputs take more rows in the same tokens
+(input plus max_new_tokens per row), up to MAX_BATCH_GROWTH times as many, since a decoding step costs little
+more for more rows on a small model. Decoder-only models are padded on the left (the new tokens of every row then
 start at the same column) and their prompts are truncated from the left (the end of a prompt, "Summary:", is
 what tells the model what to write). Each output records whether it stopped at `max_new_tokens` without an
 end-of-sequence token: many such outputs mean the budget is too small and the metrics are measuring truncation.
@@ -10,8 +13,11 @@ end-of-sequence token: many such outputs mean the budget is too small and the me
 Greedy decoding (one beam, no sampling, no n-gram blocking) runs llmctl's own decoding loop inside `model.generate`
 (transformers' `custom_generate` hook: generate prepares the encoder outputs, cache, masks and position ids as
 usual, then calls `_decode_greedy`). The loop takes the same argmax as generate's, token for token, and differs
-in one thing: once a quarter of a batch's rows have emitted EOS, those rows leave the batch (their KV cache rows,
-masks and encoder outputs with them), so the rows still running stop paying for them. Where generate would apply
+in two things: once a quarter of a batch's rows have emitted EOS, those rows leave the batch (their KV cache rows,
+masks and encoder outputs with them), so the rows still running stop paying for them; and a decoder-only model's
+KV cache is written into room reserved for the whole output (_ReservedLayer) instead of growing by concatenation,
+which copied the whole prompt's keys and values at every step (43% of the time of a GPT-2 4x192 decoding 35
+tokens after 100-token prompts). Where generate would apply
 logits processors (suppressed or forced tokens, penalties from the model's generation config), other stopping
 criteria or a cache other than the dynamic one, the loop hands over to generate's own. Generation runs under
 torch.inference_mode(). Measured with tests/bench_generate.py on 2 CPU cores, against plain batched generate on
@@ -46,6 +52,12 @@ PRECISIONS = ("fp32", "bf16", "auto")
 # both measured a little slower than a quarter on the tiny summarization models (2 CPU cores).
 DROP_FINISHED_SHARE = 0.25
 
+# Batches of inputs shorter than the longest allowed take more rows (see _batches), up to this many times
+# generation.batch_size. On 2 CPU cores, batch 32 of the shipped summarization data: up to 2x made plain batched
+# generate's peer 1.34x -> 1.56x (GPT-2 4x192) and 1.38x -> 1.61x (T5); up to 4x, 1.45x and 1.63x, as the prefill's
+# activations outgrow the CPU caches.
+MAX_BATCH_GROWTH = 2
+
 
 class GenerationError(Exception):
     """Generation settings or inputs that cannot work (one line)."""
@@ -61,7 +73,7 @@ class GenerationSettings:
     top_p: float = 1.0  # sampling only; 1.0 = no nucleus filter
     length_penalty: float = 1.0  # beam search only; > 1 favours longer outputs
     no_repeat_ngram_size: int = 0  # 0 = off
-    batch_size: int = 16  # sequences per generate call (times num_beams in memory)
+    batch_size: int = 16  # rows per generate call at the longest input (times num_beams); see _batches
     max_source_length: int | None = None  # truncate inputs to this many tokens; None = the model's context
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (bf16 where the hardware runs it natively)
 
@@ -201,8 +213,8 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
     if settings.do_sample:
         torch.manual_seed(seed)
     try:
-        for start in range(0, len(order), settings.batch_size):
-            chosen = order[start:start + settings.batch_size]
+        # Sharded models (synced_gpus) need the same number of batches on every process: no growing there.
+        for chosen in _batches(order, [len(row) for row in ids], settings, limit, grow=not synced_gpus):
             input_ids, attention_mask = _pad([ids[i] for i in chosen], pad_id, left=not encoder_decoder)
             autocast = (torch.autocast(model.device.type, dtype=dtype) if dtype is not None
                         else contextlib.nullcontext())
@@ -222,6 +234,23 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
     finally:
         if was_training:
             model.train()
+
+
+def _batches(order: list[int], lengths: list[int], settings: GenerationSettings, limit: int | None, *,
+             grow: bool = True):
+    """Cut `order` (longest input first) into batches: `settings.batch_size` rows, or more where the inputs are
+    short. A batch may take as many rows as fit in the tokens of batch_size rows at the longest input allowed
+    (`limit`, else the longest given), input plus max_new_tokens per row, so that no batch holds more KV cache and
+    activations than the batch size the user chose for that length; and at most MAX_BATCH_GROWTH x batch_size."""
+    longest = limit if limit is not None else lengths[order[0]]
+    budget = settings.batch_size * (longest + settings.max_new_tokens)
+    most = settings.batch_size * (MAX_BATCH_GROWTH if grow else 1)
+    start = 0
+    while start < len(order):
+        rows = budget // (lengths[order[start]] + settings.max_new_tokens)
+        rows = max(settings.batch_size, min(most, rows))
+        yield order[start:start + rows]
+        start += rows
 
 
 def count_capped(new_tokens, eos_ids: list[int], max_new_tokens: int) -> int:
@@ -422,12 +451,17 @@ def _decode_greedy(model, input_ids, logits_processor, stopping_criteria, genera
     device = input_ids.device
     eos = torch.cat([torch.as_tensor(e, device=device).reshape(-1) for e in eos_lists]) if eos_lists else None
     max_length = min(lengths)
+    encoder_decoder = bool(model.config.is_encoder_decoder)
+    if not encoder_decoder:
+        # A decoder-only model's cache holds the prompt, so growing it by concatenation copies all of it at every
+        # step; write into room reserved for the whole output instead. (An encoder-decoder's self-attention cache
+        # holds only the new tokens; there the strided views measured slower than the short copies.)
+        _reserve_cache(model_kwargs["past_key_values"], max_length)
     batch, length = input_ids.shape
     sequences = input_ids.new_full((batch, max(max_length, length)), pad)
     sequences[:, :length] = input_ids
     rows = torch.arange(batch, device=device)  # the rows of `sequences` still in the batch, in batch order
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    encoder_decoder = bool(model.config.is_encoder_decoder)
     inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **model_kwargs)
     while length < max_length:
         outputs = model(**inputs, return_dict=True)
@@ -495,6 +529,90 @@ def _select_rows(model_kwargs: dict, keep, n: int) -> bool:
     return True
 
 
+def _reserve_cache(cache, capacity: int) -> None:
+    """Replace each plain dynamic layer of `cache` not yet filled by a _ReservedLayer of `capacity` positions."""
+    from transformers.cache_utils import DynamicLayer
+
+    if getattr(cache, "offloading", False):
+        return  # offloaded layers move their tensors between devices; leave them as they are
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and not layer.is_initialized:
+            cache.layers[i] = _reserved_layer_class()(capacity)
+
+
+@functools.lru_cache(maxsize=None)
+def _reserved_layer_class():
+    """_ReservedLayer, defined on first use so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
+
+    class _ReservedLayer(DynamicLayer):
+        """A dynamic cache layer that writes new keys and values into room reserved for `capacity` positions
+        rather than concatenating them onto a copy of everything cached: the decoding step of a decoder-only
+        model then copies one position per layer instead of the whole prompt and output so far. `keys` and
+        `values` are views of the filled positions, as DynamicLayer's are whole tensors; past the capacity the
+        room doubles (with one copy), so the layer never refuses a token."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self.key_room = self.value_room = None
+            self.filled = 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.dtype, self.device = key_states.dtype, key_states.device
+                self.is_initialized = True
+            end = self.filled + key_states.shape[-2]
+            if self.key_room is None or end > self.key_room.shape[-2]:
+                room = max(self.capacity, end, 2 * self.filled)
+                keys = key_states.new_empty((*key_states.shape[:-2], room, key_states.shape[-1]))
+                values = value_states.new_empty((*value_states.shape[:-2], room, value_states.shape[-1]))
+                if self.filled:
+                    keys[..., :self.filled, :] = self.keys
+                    values[..., :self.filled, :] = self.values
+                self.key_room, self.value_room = keys, values
+            self.key_room[..., self.filled:end, :] = key_states
+            self.value_room[..., self.filled:end, :] = value_states
+            self.filled = end
+            self._view()
+            return self.keys, self.values
+
+        def _view(self):
+            self.keys = self.key_room[..., :self.filled, :]
+            self.values = self.value_room[..., :self.filled, :]
+
+        def get_seq_length(self) -> int:
+            return self.filled
+
+        def reset(self) -> None:
+            self.key_room = self.value_room = None
+            self.filled = 0
+            super().reset()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError(f"crop takes a negative count of positions to remove, got {tokens_to_remove}")
+            if self.key_room is not None and tokens_to_remove:
+                self.filled = max(0, self.filled + tokens_to_remove)
+                self._view()
+
+        def _rows(self, pick) -> None:
+            if self.key_room is not None:
+                self.key_room, self.value_room = pick(self.key_room), pick(self.value_room)
+                self._view()
+
+        def batch_select_indices(self, indices) -> None:
+            self._rows(lambda room: room[indices, ...])
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._rows(lambda room: room.repeat_interleave(repeats, dim=0))
+
+        def reorder_cache(self, beam_idx) -> None:
+            self._rows(lambda room: room.index_select(0, beam_idx.to(room.device)))
+
+    return _ReservedLayer
+
+
 def _dynamic_cache(cache, *, layers: bool) -> bool:
     """Whether `cache` is transformers' DynamicCache (or an EncoderDecoderCache of two), whose rows can be cut
     (with `layers`: every layer a plain or sliding-window dynamic layer)."""
@@ -507,7 +625,8 @@ def _dynamic_cache(cache, *, layers: bool) -> bool:
     def plain(c) -> bool:
         if type(c) is not DynamicCache:
             return False
-        return not layers or all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in c.layers)
+        kinds = (DynamicLayer, DynamicSlidingWindowLayer, _reserved_layer_class())
+        return not layers or all(type(layer) in kinds for layer in c.layers)
 
     if type(cache) is EncoderDecoderCache:
         return plain(cache.self_attention_cache) and plain(cache.cross_attention_cache)

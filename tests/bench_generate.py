@@ -9,9 +9,13 @@ printed, never asserted).
 The peer (tests/peers/generate_peer.py) is what the transformers docs show: the inputs in their given order, batches
 of `--batch-size`, the tokenizer's padding (left for a decoder-only model), one greedy `model.generate` per batch,
 fp32. llmctl is `llmctl.generation.generate` with the same model object, inputs, batch size, max_new_tokens and
-greedy settings; once as it runs by default (fp32: length-sorted batches, its greedy loop that drops finished rows),
-once with plain `model.generate` on its sorted batches (what the sorting alone buys), and once with
-`precision = "bf16"` (bfloat16 autocast; "auto" picks it only on hardware with native bf16).
+greedy settings:
+  * as it runs by default (fp32: length-sorted batches, which take more rows where the inputs are short, up to
+    the tokens of batch-size rows at the longest input allowed and 2x the rows; its greedy loop, which drops
+    finished rows and writes a decoder-only model's KV cache into reserved room instead of concatenating);
+  * the same with batches of exactly batch-size rows (what growing the batches adds);
+  * plain `model.generate` on llmctl's batches (what the sorting and growing alone buy);
+  * `precision = "bf16"` (bfloat16 autocast; "auto" picks it only on hardware with native bf16).
 
 Two models:
   * summarization T5: the shipped recipe (recipes/summarization.toml: 3+3 layers, d_model 128) trained for 150
@@ -122,9 +126,18 @@ def bench_model(name, model, tokenizer_dir, inputs, refs, max_new, *, batch_size
         finally:
             G._greedy_loop_applies = applies
 
+    def fixed_rows():
+        growth = G.MAX_BATCH_GROWTH
+        G.MAX_BATCH_GROWTH = 1
+        try:
+            return G.generate(model, tok, inputs, settings).outputs
+        finally:
+            G.MAX_BATCH_GROWTH = growth
+
     variants = {
         "peer: plain batched generate": peer,
-        "llmctl, sorted batches + plain generate": sorted_plain,
+        "llmctl batches (sorted, grown) + plain generate": sorted_plain,
+        "llmctl, batches of exactly batch-size rows": fixed_rows,
         "llmctl (default: fp32)": lambda: G.generate(model, tok, inputs, settings).outputs,
         "llmctl, precision bf16": lambda: G.generate(model, tok, inputs, bf16).outputs,
     }

@@ -105,6 +105,7 @@ def new_token_counts(model, tok, texts, max_new_tokens):
 
 @pytest.mark.parametrize("batch_size", [4, 12])
 def test_fast_path_gives_plain_generate_outputs_flags_and_order(model, tok, monkeypatch, batch_size):
+    monkeypatch.setattr(G, "MAX_BATCH_GROWTH", 1)  # batches of exactly batch_size rows
     settings = G.GenerationSettings(max_new_tokens=10, batch_size=batch_size)
     counts = new_token_counts(model, tok, TEXTS, 10)
     # The premise: rows that end early and rows that run to the cap, in the same batches.
@@ -115,6 +116,7 @@ def test_fast_path_gives_plain_generate_outputs_flags_and_order(model, tok, monk
     assert len(decoded) == -(-len(TEXTS) // batch_size)  # every batch went through the greedy loop
     assert True in dropped  # and finished rows left a batch
     monkeypatch.undo()
+    monkeypatch.setattr(G, "MAX_BATCH_GROWTH", 1)
     plain(monkeypatch)
     reference = G.generate(model, tok, TEXTS, settings)
     assert fast.outputs == reference.outputs
@@ -206,6 +208,67 @@ def test_unknown_model_inputs_keep_every_row():
     kwargs = {"attention_mask": mask, "use_cache": True, "logits_to_keep": 1}
     assert G._select_rows(kwargs, torch.tensor([0, 2]), 3)
     assert kwargs["attention_mask"].shape == (2, 4)
+
+
+# ------------------------------------------------------------------------------- the reserved KV cache layer
+
+
+def test_reserved_layer_holds_what_a_dynamic_layer_holds():
+    """Prefill, one-token steps past the reserved room, rows leaving, a crop: the same keys and values as
+    transformers' DynamicLayer at every step."""
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    reserved, dynamic = G._reserved_layer_class()(capacity=7), DynamicLayer()
+    steps = [torch.randn(4, 2, 5, 3)] + [torch.randn(4, 2, 1, 3) for _ in range(6)]
+    for i, keys in enumerate(steps):
+        values = keys * 2 + 1
+        if i == 4:  # rows 1 and 3 finished
+            for layer in (reserved, dynamic):
+                layer.batch_select_indices(torch.tensor([0, 2]))
+        if i >= 4:
+            keys, values = keys[:2], values[:2]
+        got = reserved.update(keys, values)
+        want = dynamic.update(keys, values)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert reserved.get_seq_length() == dynamic.get_seq_length() == 5 + i
+    assert reserved.key_room.shape[-2] >= 11  # grew past its capacity of 7 without refusing a token
+    for layer in (reserved, dynamic):
+        layer.crop(-3)
+    assert torch.equal(reserved.keys, dynamic.keys) and reserved.get_seq_length() == 8
+
+
+def test_a_decoder_only_models_loop_writes_into_reserved_room(tok, monkeypatch):
+    """The GPT-2 outputs of test_fast_path_gives_plain_generate_outputs_flags_and_order come from reserved layers;
+    an encoder-decoder keeps its dynamic ones."""
+    seen = []
+    reserve = G._reserve_cache
+    monkeypatch.setattr(G, "_reserve_cache", lambda cache, capacity: (seen.append(cache), reserve(cache, capacity)))
+    settings = G.GenerationSettings(max_new_tokens=6, batch_size=4)
+    G.generate(make_gpt2(tok, eos_bias=2.0), tok, TEXTS[:4], settings)
+    assert len(seen) == 1
+    layers = seen[0].layers
+    assert all(type(layer).__name__ == "_ReservedLayer" and layer.get_seq_length() > 0 for layer in layers)
+    G.generate(make_t5(tok, eos_bias=2.0), tok, TEXTS[:4], settings)
+    assert len(seen) == 1
+
+
+# ----------------------------------------------------------------------------------------- growing batches
+
+
+def test_batches_of_short_inputs_take_more_rows_in_the_same_tokens():
+    settings = G.GenerationSettings(max_new_tokens=10, batch_size=4)
+    lengths = [90] * 4 + [60] * 5 + [40] * 12 + [5] * 3
+    order = list(range(len(lengths)))
+    batches = list(G._batches(order, lengths, settings, limit=90))
+    # 400 tokens: 4 x (90 + 10), 5 x (60 + 10), 8 x (40 + 10) (at most 2 x 4), then the 7 left.
+    assert [len(b) for b in batches] == [4, 5, 8, 7]
+    assert [i for b in batches for i in b] == order
+    for b in batches:  # never more than batch_size rows at the longest allowed input, nor 2x the rows
+        assert len(b) * (lengths[b[0]] + 10) <= 4 * (90 + 10) and len(b) <= 4 * G.MAX_BATCH_GROWTH
+    # No limit: the longest input given sets the budget. Sharded models (grow=False): batch_size rows each.
+    assert [len(b) for b in G._batches(order[4:], lengths, settings, limit=None)] == [4, 4, 5, 5, 2]  # 280 tokens
+    assert [len(b) for b in G._batches(order, lengths, settings, limit=90, grow=False)] == [4] * 6
 
 
 # ------------------------------------------------------------------------------------------------- precision
