@@ -773,7 +773,9 @@ def summarize(
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Generation cap \\[default: the model's].")] = None,
     num_beams: Annotated[Optional[int], typer.Option(min=1, help="Beam search width \\[default: the run's "
                                                                   "generation.num_beams, else 1].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Documents per generation batch \\[default: the "
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Documents per generation batch at the longest "
+                                                                   "input; shorter ones share batches of up to 2x "
+                                                                   "as many in the same tokens \\[default: the "
                                                                    "run's generation.batch_size, else 16].")] = None,
     precision: Annotated[Optional[Literal["fp32", "bf16", "auto"]], typer.Option(
         help="fp32, bf16 (autocast; faster where bf16 is native, may change a few words) or auto (bf16 where "

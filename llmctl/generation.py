@@ -210,6 +210,9 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     was_training = model.training
     model.eval()
+    from llmctl.modeling import fuse_activations, restore_activations
+
+    fused = fuse_activations(model)  # the tanh GELU as one kernel (llmctl.modeling); put back at the end
     if settings.do_sample:
         torch.manual_seed(seed)
     try:
@@ -232,6 +235,7 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
             flags = capped_rows(new, eos_ids, settings.max_new_tokens)
             yield GenerationBatch(indices=chosen, outputs=texts, capped=sum(flags), flags=flags)
     finally:
+        restore_activations(fused)
         if was_training:
             model.train()
 

@@ -192,6 +192,8 @@ class GenerationSection(_Section):
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     no_repeat_ngram_size: int = Field(0, ge=0)
+    # Rows per generation batch at the longest input allowed; batches of shorter inputs take more rows in the
+    # same tokens, up to llmctl.generation.MAX_BATCH_GROWTH times as many.
     batch_size: int = Field(16, gt=0)
     # Arithmetic of generation in evaluations: "fp32" (metrics do not depend on the machine), "bf16" (autocast;
     # faster where bf16 is native, and it flips some near-tied greedy choices) or "auto" (bf16 where native).

@@ -446,6 +446,10 @@ def fit(
     attention = cpu_bf16_attention(model, accelerator)
     if attention and console is not None:
         console.print(f"attention: {attention}", highlight=False)
+    from llmctl.modeling import fuse_activations
+
+    if fuse_activations(model) and console is not None:  # the same function, one kernel (see its docstring)
+        console.print("activation: the tanh GELU runs as torch's fused kernel (gelu_pytorch_tanh)", highlight=False)
     flops = Flops(model, accelerator)
     optimizer, _ = optimizer_and_schedule(model, cfg)
     raw_optimizer = optimizer

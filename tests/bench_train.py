@@ -6,6 +6,7 @@ asserted).
     python tests/bench_train.py 13.9M --steps 12 --repeats 2   # shorter runs on a busy machine
     python tests/bench_train.py --variants  # only fp32/bf16 x eager/compiled training steps, in one process
     python tests/bench_train.py --profile 13.9M   # where a compiled bf16 step's time goes (torch profiler)
+    python tests/bench_train.py --gemm-ceiling 13.9M   # the MFU the step's matrix products alone would reach
 
 For each shape: `llmctl pretrain` in fp32 and bf16, eager and compiled (train.compile = true), transformers'
 `Trainer` with its defaults and with its best settings (bf16 + torch.compile; tests/peers/trainer_peer.py), all on
@@ -295,6 +296,102 @@ def bench_step_profile(name: str, rounds: int = 4) -> None:
         row(f"    {e.key[:40]}", f"{e.self_cpu_time_total / 3 / 1000:.0f} ms", "per step")
 
 
+def step_matmuls(shape: dict) -> list[tuple[str, int, tuple]]:
+    """The matrix products of one GPT-2 training step of `shape` (forward and backward): (name, count per step,
+    (batch, m, k, n, a transposed, b transposed)), as autograd runs them: y = x @ w gives dx = dy @ w^T and
+    dw = x^T @ dy."""
+    tokens, d, v = shape["micro"] * shape["block"], shape["width"], shape["vocab"]
+    heads, block = shape["heads"], shape["block"]
+    bh, hd = shape["micro"] * heads, d // heads
+    layers = shape["layers"]
+    out = []
+    for name, k, n in (("qkv projection", d, 3 * d), ("attention output", d, d), ("MLP up", d, 4 * d),
+                       ("MLP down", 4 * d, d)):
+        out += [(f"{name} forward", layers, (1, tokens, k, n, False, False)),
+                (f"{name} input grad", layers, (1, tokens, n, k, False, True)),
+                (f"{name} weight grad", layers, (1, k, tokens, n, True, False))]
+    out += [("LM head forward", 1, (1, tokens, d, v, False, True)),
+            ("LM head input grad", 1, (1, tokens, v, d, False, False)),
+            ("LM head weight grad", 1, (1, v, tokens, d, True, False))]
+    # Attention scores and values (per head): three products each way, the forward and two gradients.
+    out += [("attention scores (fwd + 2 grads)", 3 * layers, (bh, block, hd, block, False, True)),
+            ("attention values (fwd + 2 grads)", 3 * layers, (bh, block, block, hd, False, False))]
+    return out
+
+
+def bench_gemm_ceiling(name: str, repeats: int = 5) -> None:
+    """The highest MFU a training step of the shape could reach if it did nothing but its own matrix products:
+    each product timed alone at its real shape and layout (best of `repeats`), in fp32 and in bf16, their FLOPs
+    over their summed time, against the n^3 GEMM peak of the same precision."""
+    import torch
+
+    shape = SHAPES[name]
+    products = step_matmuls(shape)
+    ceilings = {}
+    print(f"\nmatrix products of one training step, {name} shape ({shape['micro']} x {shape['block']} tokens), "
+          f"each alone, best of {repeats}")
+    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = gemm_peak(dtype_name)
+        flops = seconds = 0.0
+        worst = []
+        for label, count, (batch, m, k, n, ta, tb) in products:
+            a = torch.randn(batch, k, m) if ta else torch.randn(batch, m, k)
+            b = torch.randn(batch, n, k) if tb else torch.randn(batch, k, n)
+            a, b = a.to(dtype), b.to(dtype)
+            a, b = (a.transpose(1, 2) if ta else a), (b.transpose(1, 2) if tb else b)
+            torch.bmm(a, b)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.bmm(a, b)
+                best = min(best, time.perf_counter() - start)
+            work = 2.0 * batch * m * k * n
+            flops += count * work
+            seconds += count * best
+            worst.append((work / best / peak, label))
+        row(f"  {dtype_name}: the step's products together", f"{flops / seconds / peak:.2f} of the peak",
+            f"{flops / seconds / 1e9:,.0f} GFLOP/s against {peak / 1e9:,.0f} (2048^3); "
+            f"{seconds * 1000:.0f} ms per step in products alone")
+        for share, label in sorted(worst)[:3]:
+            row(f"    slowest: {label}", f"{share:.2f} of the peak")
+        ceilings[dtype_name] = (flops, seconds, peak)
+    # Two parts of every step that are not matrix products and that no trainer can skip: the optimizer step
+    # (fused AdamW after clipping, on the fp32 weights, as llmctl runs it) and the loss over the logits.
+    model, optimizer, _, _ = bare_step_parts(shape)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    logits = torch.randn(shape["micro"] * shape["block"], shape["vocab"], requires_grad=True)
+    targets = torch.randint(0, shape["vocab"], (logits.shape[0],))
+
+    def optimizer_step():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    def loss_step(dtype):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(logits.to(dtype), targets)
+        loss.backward()
+
+    parts = {"optimizer (clip + fused AdamW)": optimizer_step,
+             "loss, fp32 logits": lambda: loss_step(torch.float32),
+             "loss, bf16 logits": lambda: loss_step(torch.bfloat16)}
+    timed = {}
+    for label, fn in parts.items():
+        fn()
+        timed[label] = min(_timed(fn) for _ in range(repeats))
+        row(f"  {label}", f"{timed[label] * 1000:.0f} ms", "per step")
+    for dtype_name, (flops, seconds, peak) in ceilings.items():
+        rest = timed["optimizer (clip + fused AdamW)"] + timed[f"loss, {dtype_name} logits"]
+        row(f"  {dtype_name}: MFU with only the products, the optimizer and the loss",
+            f"{flops / (seconds + rest) / peak:.2f}", f"{(seconds + rest) * 1000:.0f} ms per step")
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -304,6 +401,8 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=2, help="rounds; each figure is the best of them")
     ap.add_argument("--variants", action="store_true",
                     help="only the training-step variants (fp32/bf16 x eager/compiled) in one process")
+    ap.add_argument("--gemm-ceiling", action="store_true",
+                    help="only the MFU the step's matrix products alone would reach, fp32 and bf16")
     ap.add_argument("--profile", action="store_true",
                     help="only where a compiled bf16 training step spends its time (bare loop, torch profiler)")
     args = ap.parse_args()
@@ -314,6 +413,9 @@ if __name__ == "__main__":
     if args.variants:
         for shape_name in args.shapes or list(SHAPES):
             bench_step_variants(shape_name)
+    elif args.gemm_ceiling:
+        for shape_name in args.shapes or list(SHAPES):
+            bench_gemm_ceiling(shape_name)
     elif args.profile:
         for shape_name in args.shapes or list(SHAPES):
             bench_step_profile(shape_name)
