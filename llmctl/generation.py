@@ -20,9 +20,10 @@ which copied the whole prompt's keys and values at every step (43% of the time o
 tokens after 100-token prompts). Where generate would apply
 logits processors (suppressed or forced tokens, penalties from the model's generation config), other stopping
 criteria or a cache other than the dynamic one, the loop hands over to generate's own. Generation runs under
-torch.inference_mode(). Measured with tests/bench_generate.py on 2 CPU cores, against plain batched generate on
-the same batch size: the trained summarization T5, 1.2-1.3x from the sorting and inference mode alone and
-1.4-1.5x with the loop, outputs identical; a GPT-2 whose rows all run to the cap, 1.2-1.3x (nothing to drop).
+torch.inference_mode(), with GPT-2's tanh GELU as one fused kernel (llmctl.modeling.fuse_activations). Measured
+with tests/bench_generate.py on 2 CPU cores, against plain batched generate on the same batch size, two runs: the
+trained summarization T5 1.51x and 1.66x, a GPT-2 whose rows all run to the cap 1.65x and 1.66x, outputs
+identical (docs/speed.md).
 
 `GenerationSettings.precision` chooses the arithmetic: "fp32" (the default: outputs, and so eval metrics, do not
 depend on the machine), "bf16" (bfloat16 autocast, on a CPU or a GPU) or "auto" (bf16 where the hardware runs it
@@ -212,7 +213,9 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
     model.eval()
     from llmctl.modeling import fuse_activations, restore_activations
 
-    fused = fuse_activations(model)  # the tanh GELU as one kernel (llmctl.modeling); put back at the end
+    # The tanh GELU as one kernel (llmctl.modeling), put back at the end. (T5's RMS norms as torch's fused
+    # rms_norm measured 1.01x on the summarization T5: not done.)
+    fused = fuse_activations(model)
     if settings.do_sample:
         torch.manual_seed(seed)
     try:

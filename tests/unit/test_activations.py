@@ -71,3 +71,4 @@ def test_generation_gives_the_callers_model_back_as_it_was(tok, tmp_path):
         assert out == tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["activation_function"] == "gelu_new"
+
