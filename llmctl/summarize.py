@@ -116,12 +116,20 @@ def _dataset_documents(path: Path, name: str, text_column: str, id_column: str) 
     from llmctl import data
 
     docs = []
+    columns: list[str] = []
+    named = False
     for row, (where, rec) in enumerate(data.iter_records(path), 1):
         text = data.require_column(where, rec, text_column)
         if not isinstance(text, str):
             raise SummarizeError(f"{where}: column '{text_column}' must hold text, got {type(text).__name__}")
+        columns = columns or list(rec)
+        named = named or id_column in rec
         doc_id = rec.get(id_column)
         docs.append(_document(str(doc_id) if doc_id not in (None, "") else f"{name}:{row}", text))
+    if docs and not named and id_column != "id":
+        # The default "id" is optional (ids fall back to <file>:<n>); a column the user named must exist.
+        raise SummarizeError(f"{path}: no record has the id column '{id_column}' (--id-column); columns: "
+                             f"{', '.join(columns)}")
     return docs
 
 

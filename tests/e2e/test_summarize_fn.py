@@ -115,6 +115,10 @@ def test_files_folder_stdin_and_datasets_become_documents(docs, tmp_path):
         {"id": f"{rows}:2", "source": "second row"},
     ]
     assert read_inputs([str(table)], text_column="article", id_column="key") == [{"id": "k1", "source": "a csv row"}]
+    # A column the user names must exist (the default "id" may be absent: ids fall back to <file>:<n>).
+    with pytest.raises(SummarizeError) as err:
+        read_inputs([str(table)], text_column="article", id_column="kee")
+    assert str(err.value) == f"{table}: no record has the id column 'kee' (--id-column); columns: key, article"
 
 
 @pytest.mark.parametrize("make, message", [
