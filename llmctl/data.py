@@ -833,7 +833,7 @@ def _make_tokenizer(recipe, train_raw, console, say):
 
     source = tokenizer_source(recipe)
     if source:
-        tok = tok_mod.load(source)
+        tok = tok_mod.load_for_encoding(source)  # without transformers (and torch) where it can
         say(f"preprocess: tokenizer from {source} ({len(tok)} tokens)")
         return tok
     t = recipe.tokenizer
