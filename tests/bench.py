@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,18 +25,64 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # this process loads
 
 
 def llmctl(*args: str, check: bool = True) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Run the CLI; return (wall seconds, peak RSS of the process in MiB, the completed process)."""
+    """Run the CLI; return (wall seconds, peak RSS in MiB of its largest process, the completed process)."""
+    result = measure([sys.executable, "-m", "llmctl", *args], ENV, check=check)
+    return result["wall"], result["rss"], result["process"]
+
+
+def measure(cmd: list[str], env: dict, *, check: bool = True) -> dict:
+    """Run a command: {wall seconds, cpu seconds (user + system, its worker processes included), peak RSS in MiB of
+    its largest process, peak in MiB of the memory of all its processes together (the sum of their PSS, in which a
+    page shared by forked workers counts once), its stdout, the CompletedProcess}, the memory sampled every 50 ms.
+    With `check`, a failing command exits with its stderr."""
+    import psutil
+
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    streams: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda name=name: streams.__setitem__(name, getattr(proc, name).read()))
+               for name in ("stdout", "stderr")]
+    done = threading.Event()
+    tree_peak = [0]
+    process_peak = [0]
+
+    def sample():
+        try:
+            root = psutil.Process(proc.pid)
+            while not done.is_set():
+                total = 0
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        info = p.memory_full_info()
+                    except psutil.Error:
+                        continue
+                    total += info.pss
+                    process_peak[0] = max(process_peak[0], info.rss)
+                tree_peak[0] = max(tree_peak[0], total)
+                time.sleep(0.05)
+        except psutil.Error:
+            pass
+
+    threads = [*readers, threading.Thread(target=sample, daemon=True)]
+    for t in threads:
+        t.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
+    done.set()
+    for t in threads:
+        t.join()
     code = os.waitstatus_to_exitcode(status)
-    done = subprocess.CompletedProcess(proc.args, code, out, err)
     if check and code != 0:
-        raise SystemExit(f"llmctl {' '.join(args)} failed ({code}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss // 1024, done
+        raise SystemExit(f"{' '.join(cmd)} failed ({code}):\n{streams.get('stderr', '')[-2000:]}")
+    # CPU time from wait4 covers the children the process reaped (llmctl's workers) as well. Its peak RSS
+    # (ru_maxrss) is not used: Linux carries the memory high-water mark of the process that exec replaced into
+    # it, and subprocess starts commands with vfork, so ru_maxrss would include this benchmark's own peak (up to
+    # 446 MiB once it has compared blocks with datasets), not only the command's. The sampled RSS of the largest
+    # process is the command's own.
+    out, err = streams.get("stdout", ""), streams.get("stderr", "")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": process_peak[0] // (1 << 20),
+            "tree": tree_peak[0] // (1 << 20), "stdout": out,
+            "process": subprocess.CompletedProcess(cmd, code, out, err)}
 
 
 def row(name: str, value: str, note: str = "") -> None:

@@ -20,70 +20,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from bench import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "tests" / "peers" / "run_clm_prep.py"
 BLOCK = 128  # the demo recipe's block size
 HOLD_OUT = 20  # every 20th document is validation: 5%
-
-
-def _measure(cmd: list[str], env: dict) -> dict:
-    """Run a command: {wall seconds, cpu seconds (user + system, its worker processes included), peak RSS in MiB of
-    its largest process, peak in MiB of the memory of all its processes together (the sum of their PSS, in which a
-    page shared by forked workers counts once), its stdout}, the memory sampled every 50 ms. Exits with the
-    command's stderr if it fails."""
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    streams: dict[str, str] = {}
-    readers = [threading.Thread(target=lambda name=name: streams.__setitem__(name, getattr(proc, name).read()))
-               for name in ("stdout", "stderr")]
-    done = threading.Event()
-    tree_peak = [0]
-    process_peak = [0]
-
-    def sample():
-        try:
-            root = psutil.Process(proc.pid)
-            while not done.is_set():
-                total = 0
-                for p in [root, *root.children(recursive=True)]:
-                    try:
-                        info = p.memory_full_info()
-                    except psutil.Error:
-                        continue
-                    total += info.pss
-                    process_peak[0] = max(process_peak[0], info.rss)
-                tree_peak[0] = max(tree_peak[0], total)
-                time.sleep(0.05)
-        except psutil.Error:
-            pass
-
-    threads = [*readers, threading.Thread(target=sample, daemon=True)]
-    for t in threads:
-        t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    done.set()
-    for t in threads:
-        t.join()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({code}):\n{streams.get('stderr', '')[-2000:]}")
-    # CPU time from wait4 covers the children the process reaped (llmctl's workers) as well. Its peak RSS
-    # (ru_maxrss) is not used: Linux carries the memory high-water mark of the process that exec replaced into
-    # it, and subprocess starts commands with vfork, so ru_maxrss would include this benchmark's own peak (up to
-    # 446 MiB once it has compared blocks with datasets), not only the command's. The sampled RSS of the largest
-    # process is the command's own.
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": process_peak[0] // (1 << 20),
-            "tree": tree_peak[0] // (1 << 20), "stdout": streams.get("stdout", "")}
 
 
 def _write_corpus(tmp: Path, scale: int) -> tuple[Path, Path]:
@@ -98,7 +45,7 @@ def _write_corpus(tmp: Path, scale: int) -> tuple[Path, Path]:
 
 
 def _llmctl(env, tok_dir: Path, train: Path, val: Path, out: Path) -> dict:
-    run = _measure(
+    run = measure(
         [sys.executable, "-m", "llmctl", "preprocess", "recipes/gpt-small.toml", "-o", str(out), "--data", str(train),
          "--validation-data", str(val), "--set", f'tokenizer.path="{tok_dir}"'], env)
     meta = json.loads((out / "data" / "meta.json").read_text())
@@ -107,7 +54,7 @@ def _llmctl(env, tok_dir: Path, train: Path, val: Path, out: Path) -> dict:
 
 
 def _peer(env, tok_dir: Path, train: Path, val: Path, out: Path) -> dict:
-    run = _measure(
+    run = measure(
         [sys.executable, str(PEER), "--tokenizer", str(tok_dir), "--train", str(train), "--validation", str(val),
          "--block-size", str(BLOCK), "--out", str(out)], env)
     res = json.loads(run["stdout"].strip().splitlines()[-1])
