@@ -175,15 +175,19 @@ def bench_shape(name: str, shape: dict, tmp: Path, repeats: int = 2) -> None:
 
 def bare_step_parts(shape: dict, attention: str | None = None):
     """(model, fused AdamW, the model compiled with static shapes, one micro-batch of random ids): a GPT-2 of the
-    shape for the bare-loop benchmarks, without dropout, seeded."""
+    shape for the bare-loop benchmarks, without dropout, seeded, its tanh GELU fused as llmctl's training runs it
+    (llmctl.modeling.fuse_activations)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmctl.modeling import fuse_activations
 
     config = AutoConfig.for_model("gpt2", n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["width"],
                                   n_positions=shape["block"], vocab_size=shape["vocab"], resid_pdrop=0.0,
                                   embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
+    fuse_activations(model)
     if attention:
         model.set_attn_implementation(attention)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
