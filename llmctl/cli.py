@@ -210,50 +210,73 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from llmctl.recipe import RecipeError
-
         try:
-            return fn(*args, **kwargs)
-        # Under a multi-process launch every process meets the same bad input; the main process reports it.
-        except RecipeError as exc:
-            if _is_main_process():
-                for line in exc.problems:
-                    err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
-            raise typer.Exit(EXIT_RECIPE) from None
-        except UsageError as exc:
-            if _is_main_process():
-                err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE) from None
-        except _user_errors() as exc:
-            if _is_main_process():
-                err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(EXIT_ERROR) from None
-        except OSError as exc:
-            import errno
-
-            # The disk, not llmctl: a full disk, a quota, a read-only or failing file system. What was saved
-            # before (checkpoints, results) stays; the half-written file or directory has been removed.
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-                raise
-            if _is_main_process():
-                where = f" ({exc.filename})" if exc.filename else ""
-                err_console.print(f"[red]error:[/] cannot write{where}: {exc.strerror}", soft_wrap=True)
-            raise typer.Exit(EXIT_ERROR) from None
-        except KeyboardInterrupt as exc:
-            from llmctl.train import Preempted
-
-            if _is_main_process():
-                if isinstance(exc, Preempted):  # training: a checkpoint was saved
-                    msg = f"{exc}; continue with --resume"
-                elif fn.__name__ == "summarize" and kwargs.get("output") is not None:
-                    msg = f"stopped; the summaries written so far are in {kwargs['output']}, and running the same " \
-                          "command again skips them"
-                else:
-                    msg = "stopped"
-                err_console.print(f"[yellow]interrupted:[/] {msg}", soft_wrap=True)
-            raise typer.Exit(getattr(exc, "code", 130)) from None
+            return _reported(fn, *args, **kwargs)
+        finally:
+            _release_process_group()
 
     return wrapper
+
+
+def _release_process_group() -> None:
+    """Destroy the process group a launched command worked in, before the interpreter exits. Left to the
+    interpreter's teardown, the gloo group's threads could end the process with "terminate called without an
+    active exception" and exit code 1 after the command had done all its work (seen once in a 2-process
+    summarize)."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    if dist is None:
+        return
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - teardown must not turn a finished command into a failure
+        pass
+
+
+def _reported(fn, *args, **kwargs):
+    """fn, its user-facing errors turned into one line on stderr and an exit code (see guarded)."""
+    from llmctl.recipe import RecipeError
+
+    try:
+        return fn(*args, **kwargs)
+    # Under a multi-process launch every process meets the same bad input; the main process reports it.
+    except RecipeError as exc:
+        if _is_main_process():
+            for line in exc.problems:
+                err_console.print(f"[red]error:[/] {line}", markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_RECIPE) from None
+    except UsageError as exc:
+        if _is_main_process():
+            err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except _user_errors() as exc:
+        if _is_main_process():
+            err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except OSError as exc:
+        import errno
+
+        # The disk, not llmctl: a full disk, a quota, a read-only or failing file system. What was saved
+        # before (checkpoints, results) stays; the half-written file or directory has been removed.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise
+        if _is_main_process():
+            where = f" ({exc.filename})" if exc.filename else ""
+            err_console.print(f"[red]error:[/] cannot write{where}: {exc.strerror}", soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt as exc:
+        from llmctl.train import Preempted
+
+        if _is_main_process():
+            if isinstance(exc, Preempted):  # training: a checkpoint was saved
+                msg = f"{exc}; continue with --resume"
+            elif fn.__name__ == "summarize" and kwargs.get("output") is not None:
+                msg = f"stopped; the summaries written so far are in {kwargs['output']}, and running the same " \
+                      "command again skips them"
+            else:
+                msg = "stopped"
+            err_console.print(f"[yellow]interrupted:[/] {msg}", soft_wrap=True)
+        raise typer.Exit(getattr(exc, "code", 130)) from None
 
 
 def _load_recipe(path: Path, sets: list[str] | None, data_files: list[str] | None = None,
