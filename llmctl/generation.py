@@ -216,6 +216,10 @@ def generate_batches(model, tokenizer, inputs: list[str], settings: GenerationSe
     # The tanh GELU as one kernel (llmctl.modeling), put back at the end. (T5's RMS norms as torch's fused
     # rms_norm measured 1.01x on the summarization T5: not done.)
     fused = fuse_activations(model)
+    if model.device.type == "cpu":  # the cache and logits of every batch reuse freed memory (llmctl/allocator.py)
+        from llmctl.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if settings.do_sample:
         torch.manual_seed(seed)
     try:

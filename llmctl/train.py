@@ -450,6 +450,11 @@ def fit(
 
     if fuse_activations(model) and console is not None:  # the same function, one kernel (see its docstring)
         console.print("activation: the tanh GELU runs as torch's fused kernel (gelu_pytorch_tanh)", highlight=False)
+    from llmctl.allocator import keep_freed_memory
+
+    # On the CPU every step's activations would otherwise be faulted in afresh (llmctl/allocator.py).
+    if accelerator.device.type == "cpu" and (kept := keep_freed_memory()) and console is not None:
+        console.print(f"memory: {kept}", highlight=False)
     flops = Flops(model, accelerator)
     optimizer, _ = optimizer_and_schedule(model, cfg)
     raw_optimizer = optimizer

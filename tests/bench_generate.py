@@ -25,6 +25,9 @@ Two models:
     tokenizer, prompted with "DOCUMENT\\nSummary:" as the summarization task prompts a causal LM. Untrained, it
     never emits EOS, so every row runs to max_new_tokens: the case where dropping finished rows cannot help.
 
+llmctl keeps freed memory in the process on the CPU (llmctl/allocator.py), a setting of the whole process; it is
+made before the first round here, so the peer runs with it as well and the ratios leave out what it buys.
+
 Each variant runs `--rounds` times, interleaved with the others so that the load of a shared machine falls on all
 alike; each figure is the best round. Outputs/s counts documents; new tokens/s counts the peer's generated tokens
 (EOS included), which are llmctl's too wherever its outputs are identical.
@@ -183,8 +186,10 @@ def bench_generate_vs_peer(run: Path | None = None, *, causal: Path | None = Non
     """The whole benchmark: train the summarizer unless `run` is given, then both models against the peer."""
     import torch
 
+    from llmctl.allocator import keep_freed_memory
     from llmctl.generation import resolve_precision
 
+    keep_freed_memory()  # for the peer too, from the first round (see the module docstring)
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,7 @@ asserted).
     python tests/bench_train.py --variants  # only fp32/bf16 x eager/compiled training steps, in one process
     python tests/bench_train.py --profile 13.9M   # where a compiled bf16 step's time goes (torch profiler)
     python tests/bench_train.py --gemm-ceiling 13.9M   # the MFU the step's matrix products alone would reach
+    python tests/bench_train.py --allocator 13.9M   # llmctl pretrain with freed memory kept and with glibc's defaults
 
 For each shape: `llmctl pretrain` in fp32 and bf16, eager and compiled (train.compile = true), transformers'
 `Trainer` with its defaults and with its best settings (bf16 + torch.compile; tests/peers/trainer_peer.py), all on
@@ -393,6 +394,39 @@ def bench_gemm_ceiling(name: str, repeats: int = 5) -> None:
             "embeddings) would have to cost nothing")
 
 
+def bench_allocator(name: str, rounds: int = 2) -> None:
+    """llmctl pretrain with freed memory kept in the process (llmctl/allocator.py) and with glibc's default
+    malloc (LLMCTL_KEEP_FREED_MEMORY=0), fp32 and bf16, eager: steady tokens/s (the best of `rounds`,
+    alternating) and the peak RSS of the run's process."""
+    from bench import measure
+
+    from llmctl.allocator import OFF_SWITCH
+
+    shape = SHAPES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / name
+        _run([sys.executable, "-m", "llmctl", "preprocess", "recipes/gpt-small.toml", "-o", str(run), *_sets(shape)],
+             ENV)
+        got: dict[tuple[str, str], dict] = {}
+        for _ in range(rounds):
+            for precision in ("fp32", "bf16"):
+                for mode in ("glibc default", "kept"):
+                    env = {**ENV, OFF_SWITCH: "0" if mode == "glibc default" else "1"}
+                    done = measure([sys.executable, "-m", "llmctl", "pretrain", "recipes/gpt-small.toml", "-o",
+                                    str(run), "--overwrite", *_sets(shape), "--set", f'train.precision="{precision}"',
+                                    "--set", "train.compile=false"], env)
+                    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+                    rate = statistics.mean([r["tokens_per_sec"] for r in log if r.get("tokens_per_sec")][1:])
+                    best = got.setdefault((precision, mode), {"rate": 0.0, "rss": 0})
+                    best["rate"], best["rss"] = max(best["rate"], rate), max(best["rss"], done["rss"])
+    print(f"\npretrain {name}, eager, freed memory kept in the process or returned (glibc's defaults)")
+    for precision in ("fp32", "bf16"):
+        base, kept = got[(precision, "glibc default")], got[(precision, "kept")]
+        row(f"  {precision}, glibc default", f"{base['rate']:,.0f} tok/s", f"peak RSS {base['rss']:,} MiB")
+        row(f"  {precision}, kept", f"{kept['rate']:,.0f} tok/s",
+            f"{kept['rate'] / base['rate']:.2f}x; peak RSS {kept['rss']:,} MiB ({kept['rss'] / base['rss']:.2f}x)")
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -410,6 +444,8 @@ if __name__ == "__main__":
                     help="only the training-step variants (fp32/bf16 x eager/compiled) in one process")
     ap.add_argument("--gemm-ceiling", action="store_true",
                     help="only the MFU the step's matrix products alone would reach, fp32 and bf16")
+    ap.add_argument("--allocator", action="store_true",
+                    help="only llmctl pretrain with freed memory kept against glibc's default malloc")
     ap.add_argument("--profile", action="store_true",
                     help="only where a compiled bf16 training step spends its time (bare loop, torch profiler)")
     args = ap.parse_args()
@@ -423,6 +459,9 @@ if __name__ == "__main__":
     elif args.gemm_ceiling:
         for shape_name in args.shapes or list(SHAPES):
             bench_gemm_ceiling(shape_name)
+    elif args.allocator:
+        for shape_name in args.shapes or list(SHAPES):
+            bench_allocator(shape_name)
     elif args.profile:
         for shape_name in args.shapes or list(SHAPES):
             bench_step_profile(shape_name)
