@@ -187,6 +187,10 @@ def batching(recipe, s: Setup) -> Batching:
             else:
                 why = f" (off: {kind} does not keep packed examples apart)"
     grouped = cfg.group_by_length and not packed
+    # Few distinct lengths, so that new shapes (new kernels) stop coming early in a run (batches.bucket).
+    config = s.model.config
+    cap = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    collate = batches.bucketed(collate, pad_id, cap if isinstance(cap, int) else None)
     micro = cfg.micro_batch_size
     order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
     usable = order[: len(order) // micro * micro] or order

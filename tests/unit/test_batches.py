@@ -184,3 +184,75 @@ def test_probe_examples_share_a_row():
     lengths = batches.example_lengths(feats)
     picked = batches.probe_examples(feats, lengths)
     assert len(batches.rows_for([len(r["input_ids"]) for r in picked])) < len(picked)
+
+
+def test_bucket_lengths_are_few_and_waste_at_most_a_sixteenth():
+    widths = {batches.bucket(n) for n in range(1, 1025)}
+    assert len(widths) <= 31 + 16 * 5 + 1  # of 1,024 lengths: exact below 32, then 16 per doubling
+    for n in range(1, 1025):
+        width = batches.bucket(n)
+        assert n <= width <= n * 17 / 16
+    assert [batches.bucket(n) for n in (17, 33, 100, 250, 300)] == [17, 34, 100, 256, 304]
+    assert batches.bucket(250, cap=250) == 250  # never past the model's positions
+    assert batches.bucket(251, cap=250) == 251  # unless the sequence itself is
+
+
+def long_examples(lengths=(61, 12, 30, 9, 20, 25), vocab: int = 100, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for n in lengths:
+        ids = torch.randint(1, vocab, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * (n // 3) + ids[n // 3:]})
+    return rows
+
+
+@pytest.mark.parametrize("arch,attention", [("gpt2", "sdpa"), ("llama", "eager")])
+@pytest.mark.parametrize("packed", [False, True])
+def test_bucketed_batches_give_the_same_loss_and_gradients(arch, attention, packed):
+    model = tiny_causal(arch, attention).eval()
+    rows = long_examples()
+    collate = batches.packed_collator(PAD) if packed else SUMMARIZE.collator(PAD)
+    plain = collate(rows)
+    bucketed = batches.bucketed(collate, PAD, cap=64)(rows)
+    assert plain["input_ids"].shape[-1] == 61 and bucketed["input_ids"].shape[-1] == 62
+    assert {k: tuple(v.shape) for k, v in bucketed.items() if torch.is_tensor(v) and v.dim() == 2} == \
+        {k: (plain["input_ids"].shape[0], 62) for k, v in plain.items() if torch.is_tensor(v) and v.dim() == 2}
+    results = []
+    for batch in (plain, bucketed):
+        batch = {k: v for k, v in batch.items() if k != batches.REAL_TOKENS}
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bucketed_seq2seq_and_classification_batches_keep_their_outputs():
+    import transformers
+
+    torch.manual_seed(0)
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2, dropout_rate=0.0,
+        decoder_start_token_id=PAD, pad_token_id=PAD)).eval()
+    rows = [{"input_ids": [3 + i % 90 for i in range(n)], "labels": [5 + i % 90 for i in range(m)]}
+            for n, m in ((37, 65), (20, 40))]
+    plain = SUMMARIZE.collator(PAD)(rows)
+    bucketed = batches.to_bucket(plain, PAD)
+    assert bucketed["input_ids"].shape == (2, 38) and bucketed["labels"].shape == (2, 68)  # each its own bucket
+    assert float(t5(**bucketed).loss) == pytest.approx(float(t5(**plain).loss), rel=1e-5)
+
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        num_labels=3, max_position_embeddings=64)).eval()
+    ids = torch.randint(3, 100, (2, 35))
+    mask = torch.ones_like(ids)
+    ids[1, 30:], mask[1, 30:] = PAD, 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+             "labels": torch.tensor([0, 2])}
+    out = batches.to_bucket(batch, PAD)
+    assert out["input_ids"].shape == (2, 36) and out["attention_mask"][:, 35:].sum() == 0
+    torch.testing.assert_close(bert(**out).logits, bert(**batch).logits, rtol=1e-5, atol=1e-6)
+    unknown = {**batch, "special_tokens_mask": torch.zeros_like(ids)}
+    assert batches.to_bucket(unknown, PAD) is unknown  # padding it would be a guess
