@@ -267,11 +267,12 @@ def bench_preprocess_peer() -> None:
 
 
 def bench_pretrain_peers() -> None:
-    from bench_train import bench_gemm_ceiling, bench_pretrain_vs_peers, bench_step_variants
+    from bench_train import bench_allocator, bench_gemm_ceiling, bench_pretrain_vs_peers, bench_step_variants
 
     bench_step_variants("demo")
     bench_pretrain_vs_peers()
     bench_gemm_ceiling("13.9M")
+    bench_allocator("13.9M")
 
 
 def bench_finetune_batches() -> None:

@@ -31,6 +31,9 @@ GPT = ['model.arch="gpt2"', "model.config={n_layer=3, n_embd=128, n_head=4, n_po
 
 # name -> (recipe, extra --set values, [(variant label, --set values)]); the first variant is the baseline.
 RANDOM = ["train.group_by_length=false", "train.packing=false"]
+# The random-order baseline again with glibc's default malloc (llmctl/allocator.py): what keeping freed memory
+# in the process buys a fine-tuning run. Not a baseline of the ratios.
+MALLOC_DEFAULT = ("random order, padded, glibc's default malloc", RANDOM, {"LLMCTL_KEEP_FREED_MEMORY": "0"})
 CASES = {
     "classification": ("classification", [], [("random order, padded", RANDOM),
                                               ("grouped by length", ["train.group_by_length=true"])]),
@@ -39,15 +42,16 @@ CASES = {
     "summarization-causal": ("summarization", GPT, [("random order, padded", RANDOM),
                                                     ("grouped by length", ["train.group_by_length=true",
                                                                            "train.packing=false"]),
-                                                    ("packed rows", ["train.packing=true"])]),
+                                                    ("packed rows", ["train.packing=true"]),
+                                                    MALLOC_DEFAULT]),
 }
 
 
-def finetune(recipe: str, out: Path, sets: list[str]) -> dict:
+def finetune(recipe: str, out: Path, sets: list[str], env: dict | None = None) -> dict:
     cmd = [sys.executable, "-m", "llmctl", "finetune", recipe, "-o", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads((out / "results.json").read_text())
@@ -59,8 +63,8 @@ def bench_case(name: str, tmp: Path, steps: int | None = None) -> list[float]:
         extra = [*extra, f"train.max_steps={steps}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}"]
     base = None
     ratios = []
-    for label, sets in variants:
-        res = finetune(recipe, tmp / f"{name}-{len(ratios)}", [*extra, *sets])
+    for label, sets, *env in variants:
+        res = finetune(recipe, tmp / f"{name}-{len(ratios)}", [*extra, *sets], *env)
         speed = res["step_tokens_per_sec"]
         best = res["best_metric"]
         value = res["metrics"].get(best) or next(v for k, v in res["metrics"].items() if k.endswith("." + best))
