@@ -211,26 +211,36 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return _reported(fn, *args, **kwargs)
-        finally:
+            result = _reported(fn, *args, **kwargs)
+        except BaseException:
             _release_process_group()
+            raise
+        if _release_process_group() and "LOCAL_RANK" in os.environ:
+            # A launched process whose command finished: everything is written, so leave without the
+            # interpreter's teardown, where gloo's and the store's C++ threads could still abort it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        return result
 
     return wrapper
 
 
-def _release_process_group() -> None:
-    """Destroy the process group a launched command worked in, before the interpreter exits. Left to the
-    interpreter's teardown, the gloo group's threads could end the process with "terminate called without an
-    active exception" and exit code 1 after the command had done all its work (seen once in a 2-process
-    summarize)."""
+def _release_process_group() -> bool:
+    """Destroy the process group a launched command worked in, before the interpreter exits; whether there was
+    one. Left to the interpreter's teardown, the gloo group's threads could end the process with "terminate
+    called without an active exception" (SIGABRT) after the command had done all its work (seen in a
+    2-process summarize, and once after this was added, in a pretrain under torchrun)."""
     dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
     if dist is None:
-        return
+        return False
     try:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+            return True
     except Exception:  # noqa: BLE001 - teardown must not turn a finished command into a failure
         pass
+    return False
 
 
 def _reported(fn, *args, **kwargs):
