@@ -42,7 +42,7 @@ def keep_freed_memory() -> str | None:
     global _done
     if _done is not None:
         return _done
-    if _not_applicable() is not None:
+    if not _applies():
         return None
     import ctypes
 
@@ -61,13 +61,12 @@ def keep_freed_memory() -> str | None:
     return _done
 
 
-def _not_applicable() -> str | None:
+def _applies() -> bool:
+    """glibc on Linux, and the user chose nothing: no off switch, no malloc tunables, no other allocator."""
     if os.environ.get(OFF_SWITCH, "").strip().lower() in ("0", "false", "no", "off"):
-        return f"{OFF_SWITCH} is off"
+        return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return "not glibc"
+        return False
     if any(name in os.environ for name in _USER_VARIABLES) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return "the user set glibc's malloc tunables"
-    if any(name in os.environ.get("LD_PRELOAD", "") for name in _OTHER_ALLOCATORS):
-        return "another allocator is preloaded"
-    return None
+        return False
+    return not any(name in os.environ.get("LD_PRELOAD", "") for name in _OTHER_ALLOCATORS)

@@ -135,6 +135,7 @@ def bucketed(collate, pad_id: int, cap: int | None = None):
     """`collate` whose batches are padded to their `bucket` (see `to_bucket`)."""
     if pad_id is None:
         return collate
+
     def collate_bucketed(examples: list[dict]) -> dict:
         return to_bucket(collate(examples), pad_id, cap)
 
